@@ -1,0 +1,84 @@
+"""Spatial feedback: landmark label maps and the response-map -> shape mapping of RED-Net v1.
+
+Conventions used throughout the project: landmarks are (x, y) in 0-based pixel coordinates of the
+model input, x = column, y = row, pixel centres at integer positions. A label map is an int32
+(H, W) image with 0 = background and l = landmark l (1..L).
+
+Everything here is pure jnp and runs inside the jitted model (NOTES.md: rendering in the data
+loader costs 40+ MB per clip and starves the workers).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_FAR = jnp.iinfo(jnp.int32).max
+
+
+def render_label_map(points: jax.Array, size: tuple[int, int], square,
+                     max_square: int | None = None) -> jax.Array:
+  """Label map with a filled `square` x `square` block of label l+1 centred on landmark l.
+
+  points: (..., L, 2) float (x, y). Centres are rounded to the nearest pixel. Where squares
+  overlap, a pixel takes the landmark whose centre is nearest in Chebyshev distance (ties: the
+  lower index). Squares are clipped at the image border; a landmark outside the image draws only
+  its visible part. `square` must be odd so the block is centred; it may be a traced integer
+  (one size per spatial step inside `nn.scan`) when the static `max_square` bounds it.
+  Returns (..., H, W) int32.
+  """
+  if max_square is None:
+    max_square = int(square)
+    if max_square < 1 or max_square % 2 == 0:
+      raise ValueError(f"square side must be a positive odd number of pixels, got {square}")
+  elif max_square < 1 or max_square % 2 == 0:
+    raise ValueError(f"max_square must be a positive odd number of pixels, got {max_square}")
+  h, w = size
+  lead, num_points = points.shape[:-2], points.shape[-2]
+  centres = jnp.round(points).astype(jnp.int32).reshape(-1, num_points, 2)
+  n = centres.shape[0]
+  r = max_square // 2
+  offsets = jnp.arange(-r, r + 1)
+  dy, dx = jnp.meshgrid(offsets, offsets, indexing="ij")                     # (s, s)
+  cols = centres[:, :, 0, None, None] + dx                                   # (n, L, s, s)
+  rows = centres[:, :, 1, None, None] + dy
+  # Key orders candidates by (distance, landmark index); the minimum wins the pixel.
+  distance = jnp.maximum(jnp.abs(dx), jnp.abs(dy))
+  label = jnp.arange(1, num_points + 1)[None, :, None, None]
+  key = distance * (num_points + 1) + label                                 # (n, L, s, s)
+  inside = ((cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
+            & (distance <= jnp.asarray(square) // 2))
+  flat = jnp.where(inside, (jnp.arange(n)[:, None, None, None] * h + rows) * w + cols, n * h * w)
+  keys = jnp.full((n * h * w,), _FAR, jnp.int32)
+  keys = keys.at[flat.reshape(-1)].min(jnp.broadcast_to(key, flat.shape).reshape(-1), mode="drop")
+  labels = jnp.where(keys == _FAR, 0, keys % (num_points + 1))
+  return labels.reshape(*lead, h, w)
+
+
+def landmarks_from_response(logits: jax.Array, fallback: jax.Array) -> jax.Array:
+  """RED-Net's f_sRNN read-out: per-pixel argmax over the L+1 channels, then the centre of mass
+  of each landmark's cluster of pixels.
+
+  logits: (..., H, W, L+1); fallback: (..., L, 2) used for a landmark that wins no pixel (the
+  paper is silent; keeping the previous estimate leaves that landmark where the feedback put it).
+  Returns (..., L, 2) float32 (x, y). Not differentiable (argmax); callers stop gradients.
+  """
+  *lead, h, w, channels = logits.shape
+  num_points = channels - 1
+  labels = jnp.argmax(logits, axis=-1).reshape(-1, h * w)                   # (n, HW)
+  n = labels.shape[0]
+  segments = (labels + jnp.arange(n)[:, None] * channels).reshape(-1)
+  ys, xs = jnp.divmod(jnp.arange(h * w), w)
+  coords = jnp.stack([xs, ys, jnp.ones_like(xs)], axis=-1).astype(jnp.float32)  # (HW, 3)
+  sums = jax.ops.segment_sum(jnp.tile(coords, (n, 1)), segments, num_segments=n * channels)
+  sums = sums.reshape(n, channels, 3)[:, 1:]                                 # drop background
+  count = sums[..., 2:]
+  centres = sums[..., :2] / jnp.maximum(count, 1.0)
+  fallback = fallback.reshape(n, num_points, 2).astype(jnp.float32)
+  centres = jnp.where(count > 0, centres, fallback)
+  return centres.reshape(*lead, num_points, 2)
+
+
+def square_size_for_step(sizes: tuple[int, ...], step: int) -> int:
+  """Side of the feedback square fed into spatial step `step` (0-based); the last size repeats."""
+  return sizes[min(step, len(sizes) - 1)]

@@ -1,0 +1,31 @@
+"""Model registry: `config.model.name` selects one file of this package; the other fields of
+`config.model` are that module's dataclass fields."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+
+from rednet_jax.models.rednet_v1 import RedNetV1
+
+MODELS: dict[str, type[nn.Module]] = {
+    "rednet_v1": RedNetV1,
+}
+
+
+def build_model(model_config: Mapping[str, Any]) -> nn.Module:
+  """Instantiates `MODELS[model_config["name"]]` with the remaining fields; unknown names and
+  fields are errors (a typo in a sweep must not silently fall back to a default)."""
+  fields = dict(model_config)
+  name = fields.pop("name", None)
+  if name not in MODELS:
+    raise ValueError(f"unknown model name {name!r}; known: {sorted(MODELS)}")
+  cls = MODELS[name]
+  known = set(cls.__dataclass_fields__) - {"parent", "name"}
+  unknown = set(fields) - known
+  if unknown:
+    raise ValueError(f"model {name!r} has no field(s) {sorted(unknown)}; fields: {sorted(known)}")
+  # Config systems hand lists where the module wants hashable tuples.
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  return cls(**fields)
