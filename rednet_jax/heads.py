@@ -94,6 +94,5 @@ class ShapeRegressionHead(nn.Module):
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = jnp.max(x, axis=(-3, -2)).astype(jnp.float32)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    # Zero init: the first prediction is the mean shape itself, not a random shape.
-    x = nn.Dense(2 * self.num_landmarks, kernel_init=nn.initializers.zeros, name="coords")(x)
+    x = nn.Dense(2 * self.num_landmarks, name="coords")(x)
     return x.reshape(*x.shape[:-1], self.num_landmarks, 2)

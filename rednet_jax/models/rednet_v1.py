@@ -135,13 +135,9 @@ class RedNetV1(nn.Module):
     if carry is None:
       carry = self.initial_carry(b)
     lstm_carries = carry if self.use_temporal else zero_lstm_carry((k, 0), 0)
-    squares = jnp.array([square_size_for_step(self.feedback_squares, i) for i in range(k)],
-                        jnp.int32)
+    squares = jnp.array(self.square_sizes(), jnp.int32)
 
-    step_fields = dict(num_landmarks=self.num_landmarks, width=self.width,
-                       use_temporal=self.use_temporal, lstm_hidden=self.lstm_hidden,
-                       max_square=max(self.feedback_squares), bn_momentum=self.bn_momentum,
-                       dtype=self.dtype, train=train)
+    step_fields = self._step_fields(train)
     head_features = self._zero_head_features(b * t, h, w)
     init_carry = (init_points.astype(jnp.float32), head_features)
     if self.bn_stats_per_step:
@@ -180,6 +176,21 @@ class RedNetV1(nn.Module):
           response, head_features, train)
       outputs["shape_residual"] = residual.reshape(b, t, self.num_landmarks, 2)
     return outputs
+
+  def _step_fields(self, train: bool) -> dict[str, Any]:
+    return dict(num_landmarks=self.num_landmarks, width=self.width,
+                use_temporal=self.use_temporal, lstm_hidden=self.lstm_hidden,
+                max_square=max(self.feedback_squares), bn_momentum=self.bn_momentum,
+                dtype=self.dtype, train=train)
+
+  def spatial_step(self, train: bool) -> SpatialStep:
+    """The scanned body as a standalone module; its variables are this model's `spatial`
+    subtree (with per-step BN statistics, the slice of one step). For tests and inspection."""
+    return SpatialStep(**self._step_fields(train), parent=None)
+
+  def square_sizes(self) -> list[int]:
+    """Side of the feedback square fed into each of the K steps."""
+    return [square_size_for_step(self.feedback_squares, i) for i in range(self.num_steps)]
 
   def _zero_head_features(self, n: int, h: int, w: int) -> dict[str, jax.Array]:
     """Placeholders of the step features the heads read (scan carries need a fixed structure)."""

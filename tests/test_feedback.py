@@ -1,0 +1,87 @@
+"""Label-map feedback: square sizes, positions, labels, overlaps, and the response read-out."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rednet_jax.feedback import landmarks_from_response, render_label_map, square_size_for_step
+
+
+def numpy_label_map(points, h, w, square):
+  """Reference: per pixel, the nearest (Chebyshev) landmark within the square, lowest index."""
+  labels = np.zeros((h, w), np.int32)
+  best = np.full((h, w), np.inf)
+  r = square // 2
+  for l, (x, y) in enumerate(np.round(points).astype(int)):
+    for row in range(max(0, y - r), min(h, y + r + 1)):
+      for col in range(max(0, x - r), min(w, x + r + 1)):
+        d = max(abs(row - y), abs(col - x))
+        if d < best[row, col]:
+          best[row, col], labels[row, col] = d, l + 1
+  return labels
+
+
+@pytest.mark.parametrize("square", [7, 5, 3, 1])
+def test_isolated_landmarks_draw_filled_squares_of_the_given_side(square):
+  points = np.array([[10.2, 12.7], [40.0, 30.0], [20.0, 50.4]], np.float32)
+  labels = np.asarray(render_label_map(jnp.asarray(points), (64, 64), square))
+  for l, (x, y) in enumerate(np.round(points).astype(int), start=1):
+    rows, cols = np.nonzero(labels == l)
+    assert len(rows) == square * square
+    assert rows.min() == y - square // 2 and rows.max() == y + square // 2
+    assert cols.min() == x - square // 2 and cols.max() == x + square // 2
+  assert set(np.unique(labels)) == {0, 1, 2, 3}
+
+
+def test_overlaps_borders_and_batch_match_numpy_reference():
+  rng = np.random.default_rng(0)
+  # 68 points crowded into a small face (many overlaps), some off the image edge.
+  points = rng.uniform(-4, 36, size=(2, 3, 68, 2)).astype(np.float32)
+  labels = np.asarray(render_label_map(jnp.asarray(points), (32, 40), 5))
+  assert labels.shape == (2, 3, 32, 40) and labels.max() <= 68 and labels.min() >= 0
+  for i, j in np.ndindex(2, 3):
+    np.testing.assert_array_equal(labels[i, j], numpy_label_map(points[i, j], 32, 40, 5))
+
+
+def test_traced_square_size_inside_jit():
+  points = jnp.array([[[16.0, 16.0]]])
+  render = jax.jit(lambda p, s: render_label_map(p, (32, 32), s, max_square=7))
+  for square in (7, 5, 3):
+    assert int((render(points, square) == 1).sum()) == square * square
+
+
+def test_even_square_is_rejected():
+  with pytest.raises(ValueError, match="odd"):
+    render_label_map(jnp.zeros((1, 2)), (8, 8), 4)
+
+
+def test_response_readout_returns_cluster_centres():
+  rng = np.random.default_rng(1)
+  h, w, num = 24, 32, 5
+  labels = rng.integers(0, num, size=(2, h, w))        # landmark 5 (label 5) never appears
+  logits = np.asarray(jax.nn.one_hot(labels, num + 1)) * 3.0 + rng.normal(size=(2, h, w, num + 1)) * 0.1
+  argmax = logits.argmax(-1)
+  fallback = rng.uniform(0, 20, size=(2, num, 2)).astype(np.float32)
+  centres = np.asarray(landmarks_from_response(jnp.asarray(logits), jnp.asarray(fallback)))
+  for b in range(2):
+    for l in range(1, num + 1):
+      rows, cols = np.nonzero(argmax[b] == l)
+      if len(rows):
+        np.testing.assert_allclose(centres[b, l - 1], [cols.mean(), rows.mean()], rtol=1e-5)
+      else:
+        np.testing.assert_array_equal(centres[b, l - 1], fallback[b, l - 1])
+  assert not (argmax == num).any()
+
+
+def test_render_then_readout_recovers_integer_landmarks():
+  points = np.array([[5.0, 6.0], [20.0, 9.0], [12.0, 25.0], [28.0, 28.0]], np.float32)
+  for square in (7, 5, 3):
+    labels = render_label_map(jnp.asarray(points), (32, 32), square)
+    logits = jax.nn.one_hot(labels, 5)
+    np.testing.assert_allclose(np.asarray(landmarks_from_response(logits, jnp.zeros((4, 2)))),
+                               points)
+
+
+def test_square_size_schedule_repeats_the_last():
+  assert [square_size_for_step((7, 5, 3), k) for k in range(5)] == [7, 5, 3, 3, 3]
