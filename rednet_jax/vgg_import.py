@@ -215,7 +215,7 @@ def load_vgg16_into_encoder(variables: dict[str, Any], path: str, source_format:
     if name == "conv1_1":
       if kernel.shape[:2] != target[:2] or kernel.shape[3] != target[3] or target[2] < 3:
         raise VGGWeightsError(f"{path}: {name} kernel {kernel.shape} does not fit the encoder's "
-                              f"{target} (3 image channels + feedback)")
+                              f"{target} (3 image channels + feedback; check the model width)")
       kernel = np.concatenate(
           [kernel, np.zeros((*kernel.shape[:2], target[2] - 3, kernel.shape[3]), np.float32)], 2)
     if kernel.shape != target or layer["bias"].shape != conv["bias"].shape:

@@ -85,7 +85,7 @@ def test_scan_equals_explicit_python_loop_over_the_same_weights(per_step_bn, tem
 
   step = model.spatial_step(train=True)
   params = variables["params"]["spatial"]
-  stats = variables["batch_stats"]["spatial"]
+  stats = stats_in = variables["batch_stats"]["spatial"]
   lstm = carry if temporal else zero_lstm_carry((model.num_steps, 0), 0)
   points, logits_ref, points_ref, stats_ref = init, [], [], []
 
@@ -109,6 +109,17 @@ def test_scan_equals_explicit_python_loop_over_the_same_weights(per_step_bn, tem
   expected_stats = (jax.tree.map(lambda *a: jnp.stack(a), *stats_ref) if per_step_bn else stats)
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6),
                updated["batch_stats"]["spatial"], expected_stats)
+
+  # Inference: running statistics are read, not carried or updated.
+  out = jax.jit(lambda v: model.apply(v, frames, init, carry))(variables)
+  eval_step = model.spatial_step(train=False)
+  points = init
+  for k, square in enumerate(model.square_sizes()):
+    step_stats = jax.tree.map(lambda a: a[k], stats_in) if per_step_bn else stats_in
+    (points, _), (logits, _, _) = jax.jit(eval_step.apply)(
+        {"params": params, "batch_stats": step_stats}, (points, None),
+        (jnp.int32(square), jax.tree.map(lambda a: a[k], lstm)), frames)
+    np.testing.assert_allclose(out["logits"][k], logits, rtol=1e-4, atol=1e-4)
 
 
 def test_feedback_of_step_k_is_the_label_map_of_step_k_minus_1_points():

@@ -157,7 +157,11 @@ class RedNetV1(nn.Module):
       head_features = state[1]
       logits, points, lstm_out = jax.tree.map(lambda *a: jnp.stack(a), *ys)
     else:
-      scan = nn.scan(SpatialStep, variable_broadcast="params", variable_carry="batch_stats",
+      # Carried when being updated (training); otherwise read-only, like the params.
+      updating = self.is_mutable_collection("batch_stats")
+      scan = nn.scan(SpatialStep,
+                     variable_broadcast="params" if updating else ("params", "batch_stats"),
+                     variable_carry="batch_stats" if updating else (),
                      split_rngs={"params": False}, in_axes=(0, nn.broadcast), length=k,
                      unroll=self.scan_unroll)
       (_, head_features), (logits, points, lstm_out) = scan(**step_fields, name="spatial")(
