@@ -82,3 +82,28 @@ def landmarks_from_response(logits: jax.Array, fallback: jax.Array) -> jax.Array
 def square_size_for_step(sizes: tuple[int, ...], step: int) -> int:
   """Side of the feedback square fed into spatial step `step` (0-based); the last size repeats."""
   return sizes[min(step, len(sizes) - 1)]
+
+
+def _pixel_grid(size: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+  h, w = size
+  return (jnp.arange(w, dtype=jnp.float32)[None, :], jnp.arange(h, dtype=jnp.float32)[:, None])
+
+
+def render_gaussian_heatmaps(points: jax.Array, size: tuple[int, int], sigma: float) -> jax.Array:
+  """One channel per landmark, exp(-d^2 / (2 sigma^2)) around it, peak 1 (RED-Net v2's
+  regression target, sigma = 5 px). points (..., L, 2) -> (..., H, W, L) float32."""
+  xs, ys = _pixel_grid(size)
+  px = points[..., 0, None, None].astype(jnp.float32)            # (..., L, 1, 1)
+  py = points[..., 1, None, None].astype(jnp.float32)
+  maps = jnp.exp(-((xs - px) ** 2 + (ys - py) ** 2) / (2.0 * sigma ** 2))  # (..., L, H, W)
+  return jnp.moveaxis(maps, -3, -1)
+
+
+def render_disks(points: jax.Array, size: tuple[int, int], radius: float) -> jax.Array:
+  """One binary channel per landmark, 1 within `radius` px of it (RED-Net v2's detection
+  target, radius 5 px). points (..., L, 2) -> (..., H, W, L) float32."""
+  xs, ys = _pixel_grid(size)
+  px = points[..., 0, None, None].astype(jnp.float32)
+  py = points[..., 1, None, None].astype(jnp.float32)
+  inside = (xs - px) ** 2 + (ys - py) ** 2 <= radius ** 2
+  return jnp.moveaxis(inside.astype(jnp.float32), -3, -1)

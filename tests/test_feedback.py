@@ -85,3 +85,17 @@ def test_render_then_readout_recovers_integer_landmarks():
 
 def test_square_size_schedule_repeats_the_last():
   assert [square_size_for_step((7, 5, 3), k) for k in range(5)] == [7, 5, 3, 3, 3]
+
+
+def test_gaussian_heatmaps_and_disks():
+  from rednet_jax.feedback import render_disks, render_gaussian_heatmaps
+  points = jnp.array([[[10.0, 20.0], [30.5, 5.0]]])                   # (1, 2, 2)
+  heat = np.asarray(render_gaussian_heatmaps(points, (32, 40), sigma=5.0))
+  assert heat.shape == (1, 32, 40, 2)
+  assert np.unravel_index(heat[0, :, :, 0].argmax(), (32, 40)) == (20, 10)
+  assert heat[0, 20, 10, 0] == pytest.approx(1.0)
+  assert heat[0, 20, 15, 0] == pytest.approx(np.exp(-0.5), rel=1e-5)   # one sigma away
+  disks = np.asarray(render_disks(points, (32, 40), radius=5.0))
+  ys, xs = np.mgrid[:32, :40]
+  np.testing.assert_array_equal(disks[0, :, :, 0], ((xs - 10) ** 2 + (ys - 20) ** 2 <= 25))
+  assert disks[0, :, :, 0].sum() == 81                                  # lattice points, r = 5

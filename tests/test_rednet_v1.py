@@ -68,13 +68,16 @@ def calibrate_batch_stats(model, variables, seed=1):
   frames, init = clip_batch(seed=seed)
   calibrating = model.clone(bn_momentum=0.0)
   _, new = jax.jit(lambda v: calibrating.apply(v, frames, init, train=True,
-                                               mutable=["batch_stats"]))(variables)
+                                               mutable=["batch_stats"],
+                                               rngs={"dropout": jax.random.key(seed)}))(variables)
   return {**variables, "batch_stats": new["batch_stats"]}
 
 
-@pytest.mark.parametrize("per_step_bn, temporal", [(True, True), (False, False)])
-def test_scan_equals_explicit_python_loop_over_the_same_weights(per_step_bn, temporal):
-  model = small_model(bn_stats_per_step=per_step_bn, use_temporal=temporal)
+@pytest.mark.parametrize("per_step_bn, temporal, num_steps",
+                         [(True, True, 2), (False, False, 2), (True, True, 1)])
+def test_scan_equals_explicit_python_loop_over_the_same_weights(per_step_bn, temporal, num_steps):
+  # num_steps=1 takes the no-scan path (see RedNetV1.__call__); same variables, same results.
+  model = small_model(bn_stats_per_step=per_step_bn, use_temporal=temporal, num_steps=num_steps)
   variables = calibrate_batch_stats(model, init_variables(model))
   frames, init = clip_batch(seed=3)
   carry = model.initial_carry(2)
@@ -299,3 +302,16 @@ def test_bad_inputs_and_configs_are_clear_errors():
     build_model({**SMALL, "num_stepz": 3})
   with pytest.raises(ValueError, match="unknown model"):
     build_model({"name": "rednet_v9"})
+
+
+def test_bfloat16_compute_keeps_float32_outputs_and_tracks_float32():
+  model32 = small_model(use_shape_regression=True)
+  model16 = small_model(use_shape_regression=True, dtype="bfloat16")  # as a config gives it
+  variables = calibrate_batch_stats(model32, init_variables(model32))
+  frames, init = clip_batch(seed=8)
+  out32 = jax.jit(model32.apply)(variables, frames, init)
+  out16 = jax.jit(model16.apply)(variables, frames, init)
+  assert out16["logits"].dtype == jnp.float32 and out16["shape_residual"].dtype == jnp.float32
+  probs32 = jax.nn.softmax(out32["logits"][0], -1)
+  probs16 = jax.nn.softmax(out16["logits"][0], -1)
+  assert float(jnp.abs(probs32 - probs16).mean()) < 0.02

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from rednet_jax.models.rednet_v1 import RedNetV1
 
@@ -26,6 +27,8 @@ def build_model(model_config: Mapping[str, Any]) -> nn.Module:
   unknown = set(fields) - known
   if unknown:
     raise ValueError(f"model {name!r} has no field(s) {sorted(unknown)}; fields: {sorted(known)}")
-  # Config systems hand lists where the module wants hashable tuples.
+  # Config systems hand lists where the module wants hashable tuples, and dtype names.
   fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+  if isinstance(fields.get("dtype"), str):
+    fields["dtype"] = jnp.dtype(fields["dtype"])
   return cls(**fields)

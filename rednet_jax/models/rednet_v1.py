@@ -132,6 +132,9 @@ class RedNetV1(nn.Module):
     if self.use_identity and self.num_identities < 1:
       raise ValueError("use_identity needs num_identities >= 1")
     k = self.num_steps
+    # unroll >= K must unroll completely: even a 1-trip XLA while loop keeps the slow rolled
+    # convolution gradients on CPU (NOTES.md).
+    unroll = True if self.scan_unroll >= k else self.scan_unroll
     if carry is None:
       carry = self.initial_carry(b)
     lstm_carries = carry if self.use_temporal else zero_lstm_carry((k, 0), 0)
@@ -140,10 +143,24 @@ class RedNetV1(nn.Module):
     step_fields = self._step_fields(train)
     head_features = self._zero_head_features(b * t, h, w)
     init_carry = (init_points.astype(jnp.float32), head_features)
-    if self.bn_stats_per_step:
+    if k == 1:
+      # No scan for one step: XLA:CPU computes the convolution gradients of a length-1 scan
+      # ~10x slower than the same ops outside it, unrolled or not (measured in NOTES style).
+      # Per-step statistics keep their leading axis of 1, so checkpoints look the same.
+      step_cls = SpatialStep
+      if self.bn_stats_per_step:
+        step_cls = nn.map_variables(
+            SpatialStep, "batch_stats", init=self.is_initializing(),
+            mutable=self.is_mutable_collection("batch_stats"),
+            trans_in_fn=lambda v: jax.tree.map(lambda a: a[0], v),
+            trans_out_fn=lambda v: jax.tree.map(lambda a: a[None], v))
+      (_, head_features), ys = step_cls(**step_fields, name="spatial")(
+          init_carry, jax.tree.map(lambda a: a[0], (squares, lstm_carries)), frames)
+      logits, points, lstm_out = jax.tree.map(lambda a: a[None], ys)
+    elif self.bn_stats_per_step:
       scan = nn.scan(SpatialStep, variable_broadcast="params", variable_axes={"batch_stats": 0},
                      split_rngs={"params": False}, in_axes=(0, nn.broadcast), length=k,
-                     unroll=self.scan_unroll)
+                     unroll=unroll)
       (_, head_features), (logits, points, lstm_out) = scan(**step_fields, name="spatial")(
           init_carry, (squares, lstm_carries), frames)
     elif self.is_initializing():
@@ -163,7 +180,7 @@ class RedNetV1(nn.Module):
                      variable_broadcast="params" if updating else ("params", "batch_stats"),
                      variable_carry="batch_stats" if updating else (),
                      split_rngs={"params": False}, in_axes=(0, nn.broadcast), length=k,
-                     unroll=self.scan_unroll)
+                     unroll=unroll)
       (_, head_features), (logits, points, lstm_out) = scan(**step_fields, name="spatial")(
           init_carry, (squares, lstm_carries), frames)
 

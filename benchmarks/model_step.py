@@ -1,0 +1,150 @@
+"""RED-Net v1 speed and memory: forward, full train step, XLA compile time, peak memory.
+
+  python benchmarks/model_step.py                      # the full table (CPU: about 10 minutes)
+  python benchmarks/model_step.py --widths=0.25 --sizes=64 --steps=1,2
+
+The model is the video stage (f_tRNN + f_CLS + f_REG), T=10 frames, one clip per batch. The train
+step is loss (Eqs. 4, 6-8) + gradient + optax SGD-momentum update with the state donated.
+Times are medians of --repeats calls after one warm-up call. Each configuration runs in its own
+process so its peak resident memory (RSS) is its own; "XLA peak" is the compiled train step's
+buffer estimate (arguments + outputs + temporaries) from XLA's memory analysis.
+"""
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+flags.DEFINE_list("widths", ["1.0", "0.25"], "channel width multipliers")
+flags.DEFINE_list("sizes", ["128", "64"], "input sizes (px)")
+flags.DEFINE_list("steps", ["1", "2", "3"], "K spatial steps")
+flags.DEFINE_integer("frames", 10, "T frames per clip")
+flags.DEFINE_integer("repeats", 5, "timed calls per measurement (median reported)")
+flags.DEFINE_enum("unroll", "full", ["full", "rolled"], "nn.scan unroll over K")
+flags.DEFINE_string("one", None, "internal: width,size,K for a single child run")
+FLAGS = flags.FLAGS
+
+
+def measure(width: float, size: int, k: int) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from rednet_jax.losses import rednet_v1_loss
+  from rednet_jax.models import build_model
+
+  t = FLAGS.frames
+  t_start = time.perf_counter()
+  model = build_model(dict(name="rednet_v1", width=width, num_steps=k, use_temporal=True,
+                           use_identity=True, num_identities=105, use_shape_regression=True,
+                           scan_unroll=k if FLAGS.unroll == "full" else 1))
+  rng = np.random.default_rng(0)
+  mean_shape = jnp.asarray(rng.uniform(0.3 * size, 0.7 * size, (68, 2)), jnp.float32)
+  batch = {"frames": jnp.asarray(rng.normal(size=(1, t, size, size, 3)), jnp.float32),
+           "landmarks": mean_shape + jnp.asarray(rng.normal(size=(1, t, 68, 2)), jnp.float32),
+           "identity": jnp.zeros((1,), jnp.int32)}
+  init_points = jnp.broadcast_to(mean_shape, batch["landmarks"].shape)
+  log = lambda *a: print(f"[{time.perf_counter() - t_start:7.1f}s]", *a, file=sys.stderr,
+                         flush=True)
+  variables = jax.jit(lambda r: model.init({"params": r, "dropout": r}, batch["frames"],
+                                           init_points))(jax.random.key(0))
+  log("init done")
+  tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.01, momentum=0.9))
+  state = {"params": variables["params"], "batch_stats": variables["batch_stats"],
+           "opt_state": tx.init(variables["params"])}
+
+  def train_step(state, batch, rng):
+    def loss_fn(params):
+      outputs, new = model.apply({"params": params, "batch_stats": state["batch_stats"]},
+                                 batch["frames"], init_points, train=True,
+                                 mutable=["batch_stats"], rngs={"dropout": rng})
+      # f_REG weight 0.01: at lr 0.01 an unweighted Euclidean f_REG loss diverges in a few steps
+      # (its 512-d max-pooled ReLU features make the curvature ~2|x|^2 >> 2/lr).
+      loss, terms = rednet_v1_loss(outputs, batch, mean_shape, 3, {"shape": 0.01})
+      return loss, (terms, new["batch_stats"])
+    (loss, (terms, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    return {"params": params, "batch_stats": stats, "opt_state": opt_state}, {"loss": loss, **terms}
+
+  def forward(variables, frames):
+    return model.apply(variables, frames, init_points)["points"][-1]
+
+  rng_key = jax.random.key(1)
+  t0 = time.perf_counter()
+  step = jax.jit(train_step, donate_argnums=0).lower(state, batch, rng_key).compile()
+  compile_train = time.perf_counter() - t0
+  log(f"train step compiled in {compile_train:.1f}s")
+  t0 = time.perf_counter()
+  fwd = jax.jit(forward).lower(variables, batch["frames"]).compile()
+  compile_fwd = time.perf_counter() - t0
+  memory = step.memory_analysis()
+  xla_peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+              + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+
+  def timed(fn, n):
+    times = []
+    for _ in range(n + 1):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn())
+      times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+  holder = {"state": state}
+
+  def one_train_step():
+    holder["state"], metrics = step(holder["state"], batch, rng_key)
+    return metrics["loss"]
+
+  fwd_time = timed(lambda: fwd(variables, batch["frames"]), FLAGS.repeats)
+  log(f"forward {fwd_time:.3f}s")
+  train_time = timed(one_train_step, FLAGS.repeats)
+  log(f"train step {train_time:.3f}s")
+  loss = float(one_train_step())
+  n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(variables["params"]))
+  return {"width": width, "size": size, "K": k, "T": t, "forward_s": fwd_time,
+          "train_step_s": train_time, "compile_train_s": compile_train,
+          "compile_forward_s": compile_fwd, "xla_peak_mb": xla_peak / 2**20,
+          "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+          "params_m": n_params / 1e6, "loss_finite": bool(np.isfinite(loss)),
+          "device": str(jax.devices()[0].device_kind)}
+
+
+def main(argv):
+  del argv
+  if FLAGS.one:
+    width, size, k = FLAGS.one.split(",")
+    print("RESULT " + json.dumps(measure(float(width), int(size), int(k))))
+    return
+  rows = []
+  for width in FLAGS.widths:
+    for size in FLAGS.sizes:
+      for k in FLAGS.steps:
+        cmd = [sys.executable, os.path.abspath(__file__), f"--one={width},{size},{k}",
+               f"--frames={FLAGS.frames}", f"--repeats={FLAGS.repeats}", f"--unroll={FLAGS.unroll}"]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+        if out.returncode or not lines:
+          sys.exit(f"configuration {width},{size},{k} failed:\n{out.stderr[-3000:]}")
+        rows.append(json.loads(lines[-1][len("RESULT "):]))
+        print(f"done {width} {size} {k}", file=sys.stderr, flush=True)
+  print(f"\nRED-Net v1 video stage, T={FLAGS.frames}, batch 1 clip, unroll={FLAGS.unroll}, "
+        f"device {rows[0]['device']}, medians of {FLAGS.repeats}\n")
+  print("| width | size | K | params (M) | forward (s) | train step (s) | compile train (s) "
+        "| compile fwd (s) | XLA peak (MB) | RSS peak (MB) |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  for r in rows:
+    if not r["loss_finite"]:
+      sys.exit(f"non-finite loss in {r}")
+    print(f"| {r['width']} | {r['size']} | {r['K']} | {r['params_m']:.2f} | {r['forward_s']:.3f} "
+          f"| {r['train_step_s']:.3f} | {r['compile_train_s']:.1f} | {r['compile_forward_s']:.1f} "
+          f"| {r['xla_peak_mb']:.0f} | {r['rss_peak_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+  app.run(main)
