@@ -315,3 +315,15 @@ def test_bfloat16_compute_keeps_float32_outputs_and_tracks_float32():
   probs32 = jax.nn.softmax(out32["logits"][0], -1)
   probs16 = jax.nn.softmax(out16["logits"][0], -1)
   assert float(jnp.abs(probs32 - probs16).mean()) < 0.02
+
+
+def test_any_size_divisible_by_32_including_non_square():
+  model = small_model(use_temporal=True, use_identity=True, num_identities=2,
+                      use_shape_regression=True)
+  frames = jax.ShapeDtypeStruct((2, 3, 64, 96, 3), jnp.float32)
+  init = jax.ShapeDtypeStruct((2, 3, L, 2), jnp.float32)
+  variables = variable_shapes(model, size=64)
+  out = jax.eval_shape(lambda v, f, p: model.apply(v, f, p), variables, frames, init)
+  assert out["logits"].shape == (2, 2, 3, 64, 96, L + 1)
+  assert out["shape_residual"].shape == (2, 3, L, 2)
+  assert out["carry"][0].shape == (2, 2, 8)
