@@ -1,0 +1,80 @@
+"""Face crops and RED-Net's image augmentation as one similarity transform per sample.
+
+Box rule (documented for predict.py and the papers' protocols alike): the face box is the
+landmarks' bounding box, made square with side `box_scale` x its longer side, centred on the
+box centre. The crop maps that square to `out_size` x `out_size` pixels. Augmentation (paper
+section 5.1): scale 0.9-1.1, rotation +-15 deg, translation +-7 px at a 128 px crop (scaled with
+the crop), horizontal flip with left/right landmark indices swapped. Image and landmarks go
+through the same 2x3 matrix, so the points stay on the same facial features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+from data_pipelines.landmarks import flip_landmarks
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  """Ranges of the random similarity transform; the defaults are the paper's."""
+  scale: tuple[float, float] = (0.9, 1.1)
+  rotation_deg: float = 15.0
+  translation_px_at_128: float = 7.0
+  flip: bool = True
+
+
+def face_box(landmarks: np.ndarray, box_scale: float) -> tuple[np.ndarray, float]:
+  """(centre (2,), side) of the square face box around `landmarks` (see module docstring)."""
+  low, high = landmarks.min(axis=0), landmarks.max(axis=0)
+  side = float(np.max(high - low)) * box_scale
+  if not side > 0:
+    raise ValueError("degenerate landmarks: zero-size face box")
+  return (low + high) / 2.0, side
+
+
+def crop_matrix(centre: np.ndarray, side: float, out_size: int, scale: float = 1.0,
+                rotation_deg: float = 0.0, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+  """2x3 matrix taking original-image pixels to crop pixels: the box centre lands on the crop
+  centre (plus `shift`), the box side on `out_size` (times `scale`), rotated by
+  `rotation_deg` (counter-clockwise on screen)."""
+  zoom = out_size / side * scale
+  angle = np.deg2rad(rotation_deg)
+  # Image y points down, so a counter-clockwise turn on screen is a clockwise one in (x, y).
+  rotation = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+  linear = zoom * rotation
+  out_centre = np.full(2, (out_size - 1) / 2.0) + np.asarray(shift)
+  return np.concatenate([linear, (out_centre - linear @ centre)[:, None]], axis=1)
+
+
+def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+  return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def sample_augmentation(rng: np.random.Generator, augmentation: Augmentation, out_size: int
+                        ) -> dict:
+  t = augmentation.translation_px_at_128 * out_size / 128.0
+  return {"scale": rng.uniform(*augmentation.scale),
+          "rotation_deg": rng.uniform(-augmentation.rotation_deg, augmentation.rotation_deg),
+          "shift": tuple(rng.uniform(-t, t, size=2)),
+          "flip": bool(augmentation.flip and rng.random() < 0.5)}
+
+
+def crop_face(image: np.ndarray, landmarks: np.ndarray, out_size: int, box_scale: float = 1.3,
+              scale: float = 1.0, rotation_deg: float = 0.0,
+              shift: tuple[float, float] = (0.0, 0.0), flip: bool = False
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Crop (out_size, out_size, C) uint8, landmarks in crop pixels, and the 2x3 matrix used
+  (before the flip). Pixels outside the image are black."""
+  centre, side = face_box(landmarks, box_scale)
+  matrix = crop_matrix(centre, side, out_size, scale, rotation_deg, shift)
+  crop = cv2.warpAffine(image, matrix, (out_size, out_size), flags=cv2.INTER_LINEAR,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+  points = transform_points(matrix, landmarks)
+  if flip:
+    crop = np.ascontiguousarray(crop[:, ::-1])
+    points = flip_landmarks(points, out_size)
+  return crop, points, matrix

@@ -1,0 +1,93 @@
+"""Face crops, the paper's augmentation, and the Grain image pipeline."""
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from data_pipelines.face_crops import Augmentation, crop_face, face_box, sample_augmentation
+from data_pipelines.image_folders import read_image_folder
+from data_pipelines.image_pipeline import identity_index, image_dataset
+from data_pipelines.landmarks import FLIP_68
+
+YTF68_MINI = os.path.join(os.path.dirname(__file__), "fixtures", "ytf68_mini")
+LEVELS = (0, 60, 120, 180, 240)
+COLOURS = np.array([(r, g, b) for r in LEVELS for g in LEVELS for b in LEVELS][1:69], np.uint8)
+
+
+def dotted_face(seed=0):
+  """A 400x400 image with 68 landmarks on a jittered grid, each a disc of its own colour."""
+  rng = np.random.default_rng(seed)
+  grid = np.stack(np.meshgrid(np.arange(9), np.arange(8)), -1).reshape(-1, 2)[:68]
+  points = 40.0 + grid * 40.0 + rng.uniform(-5, 5, size=(68, 2))
+  image = np.zeros((400, 400, 3), np.uint8)
+  for colour, (x, y) in zip(COLOURS, points):
+    cv2.circle(image, (int(round(x)), int(round(y))), 8, tuple(int(c) for c in colour), -1)
+  return image, points.astype(np.float32)
+
+
+def colour_id(crop, point):
+  x, y = np.round(point).astype(int)
+  return int(np.argmin(np.abs(COLOURS.astype(int) - crop[y, x].astype(int)).sum(-1)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_augmented_landmarks_stay_on_their_features(seed):
+  image, points = dotted_face(seed)
+  rng = np.random.default_rng(seed)
+  params = sample_augmentation(rng, Augmentation(), 128)
+  params["flip"] = bool(seed % 2)                     # both branches, whatever the draw
+  crop, moved, _ = crop_face(image, points, 128, **params)
+  assert crop.shape == (128, 128, 3) and moved.shape == (68, 2)
+  for l in range(68):
+    # After a flip, index l names the mirrored landmark: the dot of the original FLIP_68[l].
+    expected = FLIP_68[l] if params["flip"] else l
+    assert colour_id(crop, moved[l]) == expected, (l, params)
+
+
+def test_augmentation_ranges_match_the_paper():
+  rng = np.random.default_rng(0)
+  draws = [sample_augmentation(rng, Augmentation(), 64) for _ in range(2000)]
+  scales = [d["scale"] for d in draws]
+  rotations = [d["rotation_deg"] for d in draws]
+  shifts = np.array([d["shift"] for d in draws])
+  assert 0.9 <= min(scales) < 0.91 and 1.09 < max(scales) <= 1.1
+  assert -15 <= min(rotations) < -14.5 and 14.5 < max(rotations) <= 15
+  assert np.abs(shifts).max() <= 3.5 and np.abs(shifts).max() > 3.4   # 7 px at 128 -> 3.5 at 64
+  assert 0.45 < np.mean([d["flip"] for d in draws]) < 0.55
+
+
+def test_unaugmented_crop_centres_the_face_box():
+  image, points = dotted_face()
+  crop, moved, _ = crop_face(image, points, 64, box_scale=1.3)
+  centre, side = face_box(moved, 1.0)
+  np.testing.assert_allclose(centre, [31.5, 31.5], atol=1e-3)
+  assert side == pytest.approx(64 / 1.3, rel=1e-4)
+
+
+def test_grain_image_pipeline_is_deterministic_and_well_formed():
+  records, _ = read_image_folder(YTF68_MINI)
+  train = image_dataset(records, 64, train=True, seed=3, samples_per_image=2)
+  assert len(train) == 12
+  first = [train[i] for i in range(len(train))]
+  again = image_dataset(records, 64, train=True, seed=3, samples_per_image=2)
+  other = image_dataset(records, 64, train=True, seed=4, samples_per_image=2)
+  for a, b in zip(first, [again[i] for i in range(12)]):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["landmarks"], b["landmarks"])
+  assert any(not np.array_equal(a["image"], other[i]["image"]) for i, a in enumerate(first))
+  ids = identity_index(records)
+  assert ids == {"Adam_Sandler": 0, "Aishwarya_Rai": 1}
+  assert sorted(int(e["identity"]) for e in first) == [0] * 6 + [1] * 6
+  for e in first:
+    assert e["image"].dtype == np.uint8 and e["image"].shape == (64, 64, 3)
+    assert e["landmarks"].dtype == np.float32 and e["landmarks"].shape == (68, 2)
+    assert np.all(e["landmarks"] > -8) and np.all(e["landmarks"] < 72)
+  evaluation = image_dataset(records, 64, train=False)
+  assert len(evaluation) == 6
+  element = evaluation[0]
+  centre, _ = face_box(element["landmarks"], 1.0)
+  np.testing.assert_allclose(centre, [31.5, 31.5], atol=1e-3)   # no augmentation at eval
+  batches = list(evaluation.batch(4).to_iter_dataset())
+  assert [b["image"].shape for b in batches] == [(4, 64, 64, 3), (2, 64, 64, 3)]
