@@ -1,0 +1,117 @@
+"""300-VW videos: `<root>/<video_id>/vid.avi` with `<root>/<video_id>/annot/000001.pts ...`.
+
+Frames are decoded with OpenCV; every frame must have its annotation (`annot/%06d.pts`,
+1-based frame numbers, iBUG points). The identity of a video is its id (the papers' choice for
+300-VW). The challenge's test categories are below; the other 50 videos are its training set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import cv2
+import numpy as np
+
+from data_pipelines.image_folders import BadSamples
+from data_pipelines.pts import DataError, read_pts
+
+CATEGORY_1 = ("114 124 125 126 150 158 401 402 505 506 507 508 509 510 511 514 515 518 519 520 "
+              "521 522 524 525 537 538 540 541 546 547 548").split()
+CATEGORY_2 = "203 208 211 212 213 214 218 224 403 404 405 406 407 408 409 412 550 551 553".split()
+CATEGORY_3 = "410 411 516 517 526 528 529 530 531 533 557 558 559 562".split()
+TEST_CATEGORIES = {"category1": CATEGORY_1, "category2": CATEGORY_2, "category3": CATEGORY_3}
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoRecord:
+  """One annotated video; `landmarks[i]` belongs to frame i (0-based), 0-based pixels."""
+  path: str
+  video_id: str
+  landmarks: np.ndarray                     # (num_frames, L, 2) float32
+
+  @property
+  def identity(self) -> str:
+    return self.video_id
+
+  @property
+  def num_frames(self) -> int:
+    return len(self.landmarks)
+
+
+def count_frames(path: str) -> int:
+  capture = cv2.VideoCapture(path)
+  try:
+    if not capture.isOpened():
+      raise DataError(f"{path}: cannot open video")
+    return int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+  finally:
+    capture.release()
+
+
+def read_frames(path: str, start: int, count: int) -> np.ndarray:
+  """`count` consecutive RGB frames from 0-based `start`, uint8 (count, H, W, 3).
+
+  Opens its own capture per call, so it is safe from Grain's reader threads.
+  """
+  capture = cv2.VideoCapture(path)
+  try:
+    if not capture.isOpened():
+      raise DataError(f"{path}: cannot open video")
+    if start:
+      capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+    frames = []
+    for i in range(count):
+      ok, frame = capture.read()
+      if not ok:
+        raise DataError(f"{path}: cannot decode frame {start + i} (truncated or corrupt video)")
+      frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    return np.stack(frames)
+  finally:
+    capture.release()
+
+
+def read_video_dir(video_dir: str, num_points: int = 68) -> VideoRecord:
+  """Reads one 300-VW video folder; errors name the file that is missing or wrong."""
+  video = os.path.join(video_dir, "vid.avi")
+  annot = os.path.join(video_dir, "annot")
+  if not os.path.isfile(video):
+    raise DataError(f"{video}: missing video file")
+  if not os.path.isdir(annot):
+    raise DataError(f"{annot}: missing annotation folder")
+  frames = count_frames(video)
+  if frames <= 0:
+    raise DataError(f"{video}: video has no frames")
+  landmarks = np.empty((frames, num_points, 2), np.float32)
+  for i in range(frames):
+    pts = os.path.join(annot, f"{i + 1:06d}.pts")
+    if not os.path.isfile(pts):
+      raise DataError(f"{pts}: missing annotation for frame {i + 1} of {video}")
+    landmarks[i] = read_pts(pts, num_points)
+  extra = os.path.join(annot, f"{frames + 1:06d}.pts")
+  if os.path.isfile(extra):
+    raise DataError(f"{extra}: annotation beyond the video's last frame ({frames}); "
+                    "the video may be truncated")
+  return VideoRecord(path=video, video_id=os.path.basename(os.path.normpath(video_dir)),
+                     landmarks=landmarks)
+
+
+def read_300vw(root: str, video_ids: list[str] | None = None, num_points: int = 68,
+               skip_bad_samples: bool = False) -> tuple[list[VideoRecord], BadSamples]:
+  """The videos under `root` (all, or `video_ids`), sorted by id."""
+  if not os.path.isdir(root):
+    raise DataError(f"{root}: 300-VW directory does not exist")
+  available = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+  ids = available if video_ids is None else [str(v) for v in video_ids]
+  bad = BadSamples()
+  records = []
+  for video_id in ids:
+    try:
+      if video_id not in available:
+        raise DataError(f"{os.path.join(root, video_id)}: video folder does not exist")
+      records.append(read_video_dir(os.path.join(root, video_id), num_points))
+    except DataError as e:
+      bad.handle(e, skip_bad_samples)
+  if not records:
+    raise DataError(f"{root}: no 300-VW videos found (expected <id>/vid.avi and <id>/annot/)")
+  return records, bad
