@@ -24,8 +24,8 @@ def write_video(video_dir, n_frames=3, annotate=None, size=(48, 64)):
     writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
   writer.release()
   for i in range(n_frames if annotate is None else annotate):
-    write_pts(os.path.join(video_dir, "annot", f"{i + 1:06d}.pts"),
-              np.full((68, 2), 10.0 + i, np.float32))
+    spread = np.stack([np.arange(68) % 9, np.arange(68) // 9], -1) * 3.0   # a 9x8 grid
+    write_pts(os.path.join(video_dir, "annot", f"{i + 1:06d}.pts"), spread + 10.0 + i)
   return path
 
 

@@ -1,0 +1,111 @@
+"""Video clips for the video stage: T-frame clips, forward and time-reversed, batches in which no
+identity appears twice (paper section 5.1: 5 clips per batch, 100 random clips per training
+video, both directions, no augmentation).
+
+Crop rule for clips: frame t is cropped with the face box of frame t-1's landmarks (frame 0 with
+its own), which is what the tracking protocol gives the model at test time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grain
+import numpy as np
+
+from data_pipelines.face_crops import crop_face
+from data_pipelines.video_300vw import VideoRecord, read_frames
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+  video: int          # index into the list of VideoRecords
+  start: int          # first frame (0-based) in file order
+  reverse: bool       # True: frames start+T-1 ... start
+
+
+def sample_clips(videos: list[VideoRecord], clip_length: int, clips_per_video: int,
+                 seed: int, both_directions: bool = True) -> list[Clip]:
+  """`clips_per_video` random start frames per video (each also time-reversed)."""
+  rng = np.random.default_rng(seed)
+  clips = []
+  for i, video in enumerate(videos):
+    if video.num_frames < clip_length:
+      continue
+    starts = rng.integers(0, video.num_frames - clip_length + 1, size=clips_per_video)
+    for start in starts:
+      clips.append(Clip(i, int(start), False))
+      if both_directions:
+        clips.append(Clip(i, int(start), True))
+  return clips
+
+
+def identity_disjoint_batches(identities: list[str], batch_size: int, seed: int
+                              ) -> tuple[list[list[int]], int]:
+  """Groups item indices into batches with pairwise different identities.
+
+  Each batch takes one random item from each of the `batch_size` identities with the most items
+  left (random tie-break), which keeps large identities from being stranded at the end.
+  Deterministic given `seed`. Returns (batches, number of items left over).
+  """
+  rng = np.random.default_rng(seed)
+  queues: dict[str, list[int]] = {}
+  for index in rng.permutation(len(identities)):
+    queues.setdefault(identities[index], []).append(int(index))
+  if len(queues) < batch_size:
+    raise ValueError(f"batches of {batch_size} clips with no repeated identity need at least "
+                     f"{batch_size} identities; the data has {len(queues)}")
+  names = sorted(queues)
+  batches = []
+  while True:
+    counts = np.array([len(queues[n]) for n in names])
+    if np.count_nonzero(counts) < batch_size:
+      break
+    order = np.lexsort((rng.random(len(names)), -counts))[:batch_size]
+    batches.append([queues[names[j]].pop() for j in order])
+  return batches, int(sum(len(q) for q in queues.values()))
+
+
+class LoadClipBatch(grain.transforms.Map):
+  """Decodes and crops one batch of clips: image uint8 (B, T, S, S, 3), landmarks float32
+  (B, T, L, 2), identity int32 (B,)."""
+
+  def __init__(self, videos: list[VideoRecord], clip_length: int, out_size: int,
+               box_scale: float, identities: dict[str, int]):
+    self.videos, self.clip_length = videos, clip_length
+    self.out_size, self.box_scale, self.identities = out_size, box_scale, identities
+
+  def load_clip(self, clip: Clip):
+    video = self.videos[clip.video]
+    frames = read_frames(video.path, clip.start, self.clip_length)
+    points = video.landmarks[clip.start:clip.start + self.clip_length]
+    if clip.reverse:
+      frames, points = frames[::-1], points[::-1]
+    crops, moved = [], []
+    for t in range(self.clip_length):
+      box_points = points[max(t - 1, 0)]
+      crop, _, matrix = crop_face(frames[t], box_points, self.out_size, self.box_scale)
+      crops.append(crop)
+      moved.append(points[t] @ matrix[:, :2].T + matrix[:, 2])
+    return np.stack(crops), np.stack(moved).astype(np.float32)
+
+  def map(self, batch: list[Clip]) -> dict[str, np.ndarray]:
+    images, landmarks = zip(*(self.load_clip(c) for c in batch))
+    return {"image": np.stack(images), "landmarks": np.stack(landmarks),
+            "identity": np.array([self.identities[self.videos[c.video].identity]
+                                  for c in batch], np.int32)}
+
+
+def clip_batch_dataset(videos: list[VideoRecord], *, clip_length: int = 10, batch_size: int = 5,
+                       out_size: int = 128, clips_per_video: int = 100, seed: int = 0,
+                       box_scale: float = 1.3) -> tuple[grain.MapDataset, int]:
+  """Random-access dataset of identity-disjoint clip batches for one epoch (deterministic given
+  `seed`; use seed + epoch for the next epoch). Returns (dataset, clips left over)."""
+  clips = sample_clips(videos, clip_length, clips_per_video, seed)
+  identities = {name: i for i, name in enumerate(sorted({v.identity for v in videos}))}
+  batches, left_over = identity_disjoint_batches(
+      [videos[c.video].identity for c in clips], batch_size, seed)
+  batch_clips = [[clips[i] for i in batch] for batch in batches]
+  dataset = grain.MapDataset.source(batch_clips).map(
+      LoadClipBatch(videos, clip_length, out_size, box_scale, identities))
+  return dataset, left_over

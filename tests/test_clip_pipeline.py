@@ -1,0 +1,53 @@
+"""Clip sampling, identity-disjoint batches, and clip batches decoded from 300-VW videos."""
+
+import collections
+
+import numpy as np
+import pytest
+
+from data_pipelines.clip_pipeline import (clip_batch_dataset, identity_disjoint_batches,
+                                          sample_clips)
+from data_pipelines.video_300vw import read_300vw
+from test_video_300vw import write_video
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batches_never_repeat_an_identity_and_use_almost_everything(seed):
+  rng = np.random.default_rng(seed)
+  counts = rng.integers(1, 40, size=12)                      # skewed identity sizes
+  identities = [f"id{i}" for i, n in enumerate(counts) for _ in range(n)]
+  batches, left_over = identity_disjoint_batches(identities, 5, seed)
+  used = [i for b in batches for i in b]
+  assert len(used) == len(set(used)) and len(used) + left_over == len(identities)
+  for batch in batches:
+    assert len(batch) == 5 and len({identities[i] for i in batch}) == 5
+  # Only what cannot form a batch of distinct identities is left over.
+  remaining = collections.Counter(identities) - collections.Counter(identities[i] for i in used)
+  assert len(remaining) < 5
+  again, _ = identity_disjoint_batches(identities, 5, seed)
+  assert again == batches
+  with pytest.raises(ValueError, match="at least 5 identities"):
+    identity_disjoint_batches(["a", "b", "a"], 5, seed)
+
+
+def test_clip_batches_from_videos_forward_and_reversed(tmp_path):
+  for name in ("a", "b", "c"):
+    write_video(str(tmp_path / name), n_frames=3, size=(64, 64))
+  videos, _ = read_300vw(str(tmp_path))
+  clips = sample_clips(videos, clip_length=2, clips_per_video=4, seed=0)
+  assert len(clips) == 3 * 4 * 2
+  assert all(0 <= c.start <= 1 for c in clips)
+  dataset, left_over = clip_batch_dataset(videos, clip_length=2, batch_size=3, out_size=32,
+                                          clips_per_video=4, seed=0)
+  assert len(dataset) == 8 and left_over == 0
+  batch = dataset[0]
+  assert batch["image"].shape == (3, 2, 32, 32, 3) and batch["image"].dtype == np.uint8
+  assert batch["landmarks"].shape == (3, 2, 68, 2) and batch["landmarks"].dtype == np.float32
+  assert sorted(batch["identity"].tolist()) == [0, 1, 2]
+  # Reversal: the colour sequence of a reversed clip runs backwards through the video.
+  from data_pipelines.clip_pipeline import LoadClipBatch, Clip
+  loader = LoadClipBatch(videos, 2, 32, 1.3, {"a": 0, "b": 1, "c": 2})
+  forward, points_f = loader.load_clip(Clip(0, 1, False))
+  backward, points_b = loader.load_clip(Clip(0, 1, True))
+  np.testing.assert_allclose(forward[:, 16, 16].astype(float), backward[::-1, 16, 16], atol=12)
+  assert np.argmax(forward[0, 16, 16]) == 1 and np.argmax(forward[1, 16, 16]) == 2  # green, blue
