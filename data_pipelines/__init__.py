@@ -1,2 +1,2 @@
-"""Data for rednet-jax: landmark schemes now; dataset readers and Grain loaders arrive with the
-data-pipeline issue (see README)."""
+"""Data for rednet-jax: dataset readers (iBUG .pts, 300-W-style folders, 300-VW), landmark
+schemes, face crops with the paper's augmentation, and Grain image / clip-batch pipelines."""
