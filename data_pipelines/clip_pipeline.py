@@ -9,11 +9,14 @@ its own), which is what the tracking protocol gives the model at test time.
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import grain
 import numpy as np
 
+from data_pipelines.batching import identity_disjoint_batches
 from data_pipelines.face_crops import crop_face
+from data_pipelines.pts import DataError
 from data_pipelines.video_300vw import VideoRecord, read_frames
 
 
@@ -40,39 +43,15 @@ def sample_clips(videos: list[VideoRecord], clip_length: int, clips_per_video: i
   return clips
 
 
-def identity_disjoint_batches(identities: list[str], batch_size: int, seed: int
-                              ) -> tuple[list[list[int]], int]:
-  """Groups item indices into batches with pairwise different identities.
-
-  Each batch takes one random item from each of the `batch_size` identities with the most items
-  left (random tie-break), which keeps large identities from being stranded at the end.
-  Deterministic given `seed`. Returns (batches, number of items left over).
-  """
-  rng = np.random.default_rng(seed)
-  queues: dict[str, list[int]] = {}
-  for index in rng.permutation(len(identities)):
-    queues.setdefault(identities[index], []).append(int(index))
-  if len(queues) < batch_size:
-    raise ValueError(f"batches of {batch_size} clips with no repeated identity need at least "
-                     f"{batch_size} identities; the data has {len(queues)}")
-  names = sorted(queues)
-  batches = []
-  while True:
-    counts = np.array([len(queues[n]) for n in names])
-    if np.count_nonzero(counts) < batch_size:
-      break
-    order = np.lexsort((rng.random(len(names)), -counts))[:batch_size]
-    batches.append([queues[names[j]].pop() for j in order])
-  return batches, int(sum(len(q) for q in queues.values()))
-
-
 class LoadClipBatch(grain.transforms.Map):
   """Decodes and crops one batch of clips: image uint8 (B, T, S, S, 3), landmarks float32
-  (B, T, L, 2), identity int32 (B,)."""
+  (B, T, L, 2), identity int32 (B,), valid bool (B,) (False: an undecodable clip skipped under
+  `skip_bad_samples`, zeros in its place)."""
 
   def __init__(self, videos: list[VideoRecord], clip_length: int, out_size: int,
-               box_scale: float, identities: dict[str, int]):
+               box_scale: float, identities: dict[str, int], skip_bad_samples: bool = False):
     self.videos, self.clip_length = videos, clip_length
+    self.skip_bad_samples = skip_bad_samples
     self.out_size, self.box_scale, self.identities = out_size, box_scale, identities
 
   def load_clip(self, clip: Clip):
@@ -90,15 +69,31 @@ class LoadClipBatch(grain.transforms.Map):
     return np.stack(crops), np.stack(moved).astype(np.float32)
 
   def map(self, batch: list[Clip]) -> dict[str, np.ndarray]:
-    images, landmarks = zip(*(self.load_clip(c) for c in batch))
+    images, landmarks, valid = [], [], []
+    for clip in batch:
+      try:
+        frames, points = self.load_clip(clip)
+        valid.append(True)
+      except DataError as e:
+        if not self.skip_bad_samples:
+          raise
+        logging.warning("skipping bad clip: %s", e)   # masked, counted by the training loop
+        num_points = self.videos[clip.video].landmarks.shape[1]
+        frames = np.zeros((self.clip_length, self.out_size, self.out_size, 3), np.uint8)
+        points = np.zeros((self.clip_length, num_points, 2), np.float32)
+        valid.append(False)
+      images.append(frames)
+      landmarks.append(points)
     return {"image": np.stack(images), "landmarks": np.stack(landmarks),
             "identity": np.array([self.identities[self.videos[c.video].identity]
-                                  for c in batch], np.int32)}
+                                  for c in batch], np.int32),
+            "valid": np.array(valid)}
 
 
 def clip_batch_dataset(videos: list[VideoRecord], *, clip_length: int = 10, batch_size: int = 5,
                        out_size: int = 128, clips_per_video: int = 100, seed: int = 0,
-                       box_scale: float = 1.3) -> tuple[grain.MapDataset, int]:
+                       box_scale: float = 1.3, skip_bad_samples: bool = False
+                       ) -> tuple[grain.MapDataset, int]:
   """Random-access dataset of identity-disjoint clip batches for one epoch (deterministic given
   `seed`; use seed + epoch for the next epoch). Returns (dataset, clips left over)."""
   clips = sample_clips(videos, clip_length, clips_per_video, seed)
@@ -107,5 +102,5 @@ def clip_batch_dataset(videos: list[VideoRecord], *, clip_length: int = 10, batc
       [videos[c.video].identity for c in clips], batch_size, seed)
   batch_clips = [[clips[i] for i in batch] for batch in batches]
   dataset = grain.MapDataset.source(batch_clips).map(
-      LoadClipBatch(videos, clip_length, out_size, box_scale, identities))
+      LoadClipBatch(videos, clip_length, out_size, box_scale, identities, skip_bad_samples))
   return dataset, left_over

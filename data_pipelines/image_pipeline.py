@@ -8,11 +8,15 @@ in the loader starved the workers).
 
 from __future__ import annotations
 
+import logging
+
 import grain
 import numpy as np
 
+from data_pipelines.batching import identity_disjoint_batches
 from data_pipelines.face_crops import Augmentation, crop_face, sample_augmentation
 from data_pipelines.image_folders import FaceRecord, load_image_rgb
+from data_pipelines.pts import DataError
 
 
 def identity_index(records: list[FaceRecord]) -> dict[str, int]:
@@ -54,3 +58,64 @@ def image_dataset(records: list[FaceRecord], out_size: int, *, train: bool, seed
     dataset = dataset.repeat(samples_per_image).shuffle(seed=seed)
   transform = LoadAndCrop(out_size, box_scale, augmentation if train else None, identities)
   return dataset.random_map(transform, seed=seed)
+
+
+class LoadImageBatch(grain.transforms.RandomMap):
+  """One batch of crops from record indices. A sample that fails to load raises, or with
+  `skip_bad_samples` becomes a black crop with zero landmarks and `valid` False: batch shapes
+  stay fixed for jit, the loss masks it, and the training loop counts `~valid` per epoch."""
+
+  def __init__(self, records: list[FaceRecord], out_size: int, box_scale: float,
+               augmentation: Augmentation | None, identities: dict[str, int],
+               skip_bad_samples: bool):
+    self.records = records
+    self.crop = LoadAndCrop(out_size, box_scale, augmentation, identities)
+    self.skip_bad_samples = skip_bad_samples
+
+  def random_map(self, indices: list[int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    samples, valid = [], []
+    for i in indices:
+      try:
+        samples.append(self.crop.random_map(self.records[i], rng))
+        valid.append(True)
+      except DataError as e:
+        if not self.skip_bad_samples:
+          raise
+        logging.warning("skipping bad sample: %s", e)
+        size, points = self.crop.out_size, self.records[i].landmarks
+        samples.append({"image": np.zeros((size, size, 3), np.uint8),
+                        "landmarks": np.zeros(points.shape, np.float32),
+                        "identity": np.int32(-1)})
+        valid.append(False)
+    batch = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+    batch["valid"] = np.array(valid)
+    return batch
+
+
+def image_batch_dataset(records: list[FaceRecord], out_size: int, batch_size: int, *,
+                        train: bool, seed: int = 0, samples_per_image: int = 10,
+                        box_scale: float = 1.3, augmentation: Augmentation = Augmentation(),
+                        identity_disjoint: bool = False, skip_bad_samples: bool = False,
+                        identities: dict[str, int] | None = None
+                        ) -> tuple[grain.MapDataset, int]:
+  """Batches of crops for one epoch (deterministic given `seed`; pass seed + epoch for the
+  next). With `identity_disjoint`, no identity appears twice in a batch (the identity and video
+  stages). Returns (dataset of batches with a `valid` mask, samples left over)."""
+  if not records:
+    raise ValueError("image_batch_dataset needs at least one record")
+  identities = identity_index(records) if identities is None else identities
+  repeats = samples_per_image if train else 1
+  items = [i for i in range(len(records)) for _ in range(repeats)]
+  if identity_disjoint:
+    batches, left_over = identity_disjoint_batches([records[i].identity for i in items],
+                                                   batch_size, seed)
+    batches = [[items[j] for j in batch] for batch in batches]
+  else:
+    order = np.random.default_rng(seed).permutation(len(items)) if train else range(len(items))
+    ordered = [items[j] for j in order]
+    full = len(ordered) // batch_size * batch_size
+    batches = [ordered[k:k + batch_size] for k in range(0, full, batch_size)]
+    left_over = len(ordered) - full
+  load = LoadImageBatch(records, out_size, box_scale, augmentation if train else None,
+                        identities, skip_bad_samples)
+  return grain.MapDataset.source(batches).random_map(load, seed=seed), left_over

@@ -5,8 +5,8 @@ import collections
 import numpy as np
 import pytest
 
-from data_pipelines.clip_pipeline import (clip_batch_dataset, identity_disjoint_batches,
-                                          sample_clips)
+from data_pipelines.batching import identity_disjoint_batches
+from data_pipelines.clip_pipeline import clip_batch_dataset, sample_clips
 from data_pipelines.video_300vw import read_300vw
 from test_video_300vw import write_video
 
@@ -51,3 +51,20 @@ def test_clip_batches_from_videos_forward_and_reversed(tmp_path):
   backward, points_b = loader.load_clip(Clip(0, 1, True))
   np.testing.assert_allclose(forward[:, 16, 16].astype(float), backward[::-1, 16, 16], atol=12)
   assert np.argmax(forward[0, 16, 16]) == 1 and np.argmax(forward[1, 16, 16]) == 2  # green, blue
+
+
+def test_undecodable_clip_is_an_error_or_a_masked_sample(tmp_path):
+  for name in ("a", "b"):
+    write_video(str(tmp_path / name), n_frames=3, size=(64, 64))
+  videos, _ = read_300vw(str(tmp_path))
+  (tmp_path / "b" / "vid.avi").write_bytes(b"gone")            # damaged after indexing
+  from data_pipelines.pts import DataError
+  strict, _ = clip_batch_dataset(videos, clip_length=2, batch_size=2, out_size=32,
+                                 clips_per_video=1, seed=0)
+  with pytest.raises(DataError, match="b/vid.avi: cannot open video"):
+    strict[0]
+  lenient, _ = clip_batch_dataset(videos, clip_length=2, batch_size=2, out_size=32,
+                                  clips_per_video=1, seed=0, skip_bad_samples=True)
+  batch = lenient[0]
+  assert batch["valid"].sum() == 1 and batch["image"].shape == (2, 2, 32, 32, 3)
+  assert not batch["image"][~batch["valid"]].any()

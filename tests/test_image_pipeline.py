@@ -91,3 +91,30 @@ def test_grain_image_pipeline_is_deterministic_and_well_formed():
   np.testing.assert_allclose(centre, [31.5, 31.5], atol=1e-3)   # no augmentation at eval
   batches = list(evaluation.batch(4).to_iter_dataset())
   assert [b["image"].shape for b in batches] == [(4, 64, 64, 3), (2, 64, 64, 3)]
+
+
+def test_identity_disjoint_image_batches_and_bad_samples_masked(tmp_path):
+  import shutil
+  from data_pipelines.image_pipeline import image_batch_dataset
+  from data_pipelines.pts import DataError
+  records, _ = read_image_folder(YTF68_MINI)
+  batches, left_over = image_batch_dataset(records, 32, 2, train=True, seed=1,
+                                           samples_per_image=3, identity_disjoint=True)
+  assert len(batches) == 9 and left_over == 0
+  for i in range(len(batches)):
+    batch = batches[i]
+    assert batch["image"].shape == (2, 32, 32, 3) and batch["valid"].all()
+    assert sorted(batch["identity"].tolist()) == [0, 1]
+  # A corrupt image: an error naming it, or (skip_bad_samples) a masked sample.
+  root = tmp_path / "set"
+  shutil.copytree(YTF68_MINI, root)
+  broken = root / "images" / "Adam_Sandler" / "Adam_Sandler_01.jpg"
+  broken.write_bytes(broken.read_bytes()[:200])
+  records, _ = read_image_folder(str(root))
+  strict, _ = image_batch_dataset(records, 32, 6, train=False)
+  with pytest.raises(DataError, match="Adam_Sandler_01.jpg: truncated JPEG"):
+    strict[0]
+  lenient, _ = image_batch_dataset(records, 32, 6, train=False, skip_bad_samples=True)
+  batch = lenient[0]
+  assert batch["valid"].tolist() == [True, False, True, True, True, True]
+  assert not batch["image"][1].any() and not batch["landmarks"][1].any()
