@@ -7,11 +7,16 @@ images exist (e.g. the ytf68 stills).
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import cv2
+import grain
 import numpy as np
 
+from data_pipelines.batching import identity_disjoint_batches
 from data_pipelines.face_crops import crop_matrix, face_box
+from data_pipelines.image_folders import FaceRecord, load_image_rgb
+from data_pipelines.pts import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,3 +82,51 @@ def clip_from_still(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Gen
       cv2.circle(frame, (int(at[0]), int(at[1])), int(radius), colour, -1, cv2.LINE_AA)
     frames[i] = np.clip(frame, 0, 255).astype(np.uint8)
   return frames, points
+
+
+class LoadStillClipBatch(grain.transforms.RandomMap):
+  """Batch of clips made from still records: image uint8 (B, T, S, S, 3), landmarks float32
+  (B, T, L, 2), identity int32, valid bool (False: unreadable image skipped, zeros instead)."""
+
+  def __init__(self, records: list[FaceRecord], config: StillClipConfig,
+               identities: dict[str, int], skip_bad_samples: bool):
+    self.records, self.config = records, config
+    self.identities, self.skip_bad_samples = identities, skip_bad_samples
+
+  def random_map(self, indices: list[int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    images, points, valid = [], [], []
+    t, s = self.config.clip_length, self.config.out_size
+    for i in indices:
+      record = self.records[i]
+      try:
+        frames, moved = clip_from_still(load_image_rgb(record.image), record.landmarks, rng,
+                                        self.config)
+        valid.append(True)
+      except DataError as e:
+        if not self.skip_bad_samples:
+          raise
+        logging.warning("skipping bad sample: %s", e)
+        frames = np.zeros((t, s, s, 3), np.uint8)
+        moved = np.zeros((t, *record.landmarks.shape), np.float32)
+        valid.append(False)
+      images.append(frames)
+      points.append(moved)
+    return {"image": np.stack(images), "landmarks": np.stack(points),
+            "identity": np.array([self.identities.get(self.records[i].identity, -1)
+                                  for i in indices], np.int32),
+            "valid": np.array(valid)}
+
+
+def still_clip_batch_dataset(records: list[FaceRecord], batch_size: int, *, seed: int = 0,
+                             clips_per_image: int = 10,
+                             config: StillClipConfig = StillClipConfig(),
+                             skip_bad_samples: bool = False) -> tuple[grain.MapDataset, int]:
+  """Identity-disjoint batches of clips made from stills, for one epoch (deterministic given
+  `seed`). Returns (dataset, clips left over)."""
+  identities = {n: i for i, n in enumerate(sorted({r.identity for r in records if r.identity}))}
+  items = [i for i in range(len(records)) for _ in range(clips_per_image)]
+  batches, left_over = identity_disjoint_batches([records[i].identity for i in items],
+                                                 batch_size, seed)
+  load = LoadStillClipBatch(records, config, identities, skip_bad_samples)
+  return (grain.MapDataset.source([[items[j] for j in b] for b in batches])
+          .random_map(load, seed=seed), left_over)

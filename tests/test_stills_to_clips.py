@@ -27,3 +27,20 @@ def test_motion_is_smooth_and_occluder_moves_across():
                      for t in range(10)])
   assert hidden.any() and not hidden.all(axis=0).any()
   assert len(COLOURS) == 68
+
+
+def test_still_clip_batches_from_the_ytf68_layout():
+  import os
+  from data_pipelines.image_folders import read_image_folder
+  from data_pipelines.stills_to_clips import still_clip_batch_dataset
+  records, _ = read_image_folder(os.path.join(os.path.dirname(__file__), "fixtures",
+                                              "ytf68_mini"))
+  config = StillClipConfig(clip_length=4, out_size=32)
+  dataset, left_over = still_clip_batch_dataset(records, 2, seed=0, clips_per_image=2,
+                                                config=config)
+  assert len(dataset) == 6 and left_over == 0
+  batch = dataset[0]
+  assert batch["image"].shape == (2, 4, 32, 32, 3) and batch["landmarks"].shape == (2, 4, 68, 2)
+  assert sorted(batch["identity"].tolist()) == [0, 1] and batch["valid"].all()
+  again, _ = still_clip_batch_dataset(records, 2, seed=0, clips_per_image=2, config=config)
+  np.testing.assert_array_equal(again[0]["landmarks"], batch["landmarks"])
