@@ -25,3 +25,29 @@ def test_build_and_read_back_through_data_source(tmp_path):
     np.testing.assert_array_equal(record.landmarks, ref.landmarks)
     assert record.identity == ref.identity == "Aishwarya_Rai"
     assert open(record.image, "rb").read() == open(ref.image, "rb").read()
+
+
+def test_aflw_and_300vw_builders(tmp_path):
+  from data_pipelines.tfds_builders import AFLW, Video300VW
+  from test_aflw import make_aflw
+  from test_video_300vw import write_video
+  make_aflw(str(tmp_path / "aflw"), n_faces=5)
+  aflw = AFLW(data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "aflw"))
+  aflw.download_and_prepare()
+  train = tfds.data_source(aflw.name, data_dir=str(tmp_path / "tfds"), split="train")
+  test = tfds.data_source(aflw.name, data_dir=str(tmp_path / "tfds"), split="test")
+  assert (len(train), len(test)) == (4, 1)
+  ids = sorted(int(train[i]["face_id"]) for i in range(4)) + [int(test[0]["face_id"])]
+  assert sorted(ids) == [1, 2, 3, 4, 5]
+
+  for video_id in ("001", "114"):                              # 114 is a category-1 video
+    write_video(str(tmp_path / "300vw" / video_id), n_frames=3, size=(32, 32))
+  vw = Video300VW(data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path / "300vw"))
+  vw.download_and_prepare()
+  frames = tfds.data_source(vw.name, data_dir=str(tmp_path / "tfds"), split="category1")
+  assert len(frames) == 3
+  example = frames[0]
+  video_id = example["video_id"]
+  assert (video_id.decode() if isinstance(video_id, bytes) else video_id) == "114"
+  assert example["landmarks"].shape == (68, 2)
+  assert len(tfds.data_source(vw.name, data_dir=str(tmp_path / "tfds"), split="train")) == 3
