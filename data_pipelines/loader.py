@@ -4,7 +4,12 @@ sharding, batching, worker processes, read options sized for small hosts, checkp
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from typing import Iterable, Iterator
+
 import grain
+import numpy as np
 
 
 def host_shard(dataset: grain.MapDataset, process_index: int, process_count: int
@@ -31,3 +36,28 @@ def make_loader(dataset: grain.MapDataset, *, batch_size: int | None = None, wor
   if workers:
     iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return iterable
+
+
+@dataclasses.dataclass
+class EpochTally:
+  """Counts batches, samples and skipped samples (`valid` False) of one pass over a loader."""
+  batches: int = 0
+  samples: int = 0
+  skipped: int = 0
+
+  def report(self) -> str:
+    return (f"epoch: {self.batches} batches, {self.samples} samples, "
+            f"{self.skipped} bad sample(s) skipped")
+
+
+def iterate_epoch(batches: Iterable[dict], tally: EpochTally) -> Iterator[dict]:
+  """Yields the batches of one epoch, counting into `tally`; at the end logs its report (the
+  count of bad samples skipped under `skip_bad_samples`)."""
+  for batch in batches:
+    valid = np.asarray(batch["valid"]) if "valid" in batch else None
+    tally.batches += 1
+    tally.samples += len(batch["image"])
+    if valid is not None:
+      tally.skipped += int((~valid).sum())
+    yield batch
+  logging.info(tally.report())

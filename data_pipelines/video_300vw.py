@@ -115,3 +115,18 @@ def read_300vw(root: str, video_ids: list[str] | None = None, num_points: int = 
   if not records:
     raise DataError(f"{root}: no 300-VW videos found (expected <id>/vid.avi and <id>/annot/)")
   return records, bad
+
+
+def rednet_split(videos: list[VideoRecord]) -> dict[str, list[VideoRecord]]:
+  """The RED-Net-style 90/24 split recorded in `splits/300vw_rednet_24_test.json`:
+  {'train', 'common', 'challenging', 'test'} (test = common + challenging). Read the file's
+  caveat on identity overlap before publishing numbers."""
+  import json  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(__file__), "splits", "300vw_rednet_24_test.json")
+  with open(path, encoding="utf-8") as f:
+    split = json.load(f)
+  common, challenging = set(split["common"]), set(split["challenging"])
+  return {"train": [v for v in videos if v.video_id not in common | challenging],
+          "common": [v for v in videos if v.video_id in common],
+          "challenging": [v for v in videos if v.video_id in challenging],
+          "test": [v for v in videos if v.video_id in common | challenging]}

@@ -43,3 +43,22 @@ def test_host_shards_are_disjoint_and_cover_the_dataset():
   assert not set(shards[0]) & set(shards[1])
   with pytest.raises(ValueError, match="outside"):
     host_shard(full, 3, 3)
+
+
+def test_epoch_tally_reports_skipped_samples(tmp_path, caplog):
+  import logging
+  import shutil
+  from data_pipelines.image_pipeline import image_batch_dataset
+  from data_pipelines.loader import EpochTally, iterate_epoch
+  root = tmp_path / "set"
+  shutil.copytree(YTF68_MINI, root)
+  broken = root / "images" / "Aishwarya_Rai" / "Aishwarya_Rai_02.jpg"
+  broken.write_bytes(b"not a jpeg")
+  records, _ = read_image_folder(str(root))
+  batches, _ = image_batch_dataset(records, 32, 3, train=True, samples_per_image=2,
+                                   skip_bad_samples=True)
+  tally = EpochTally()
+  with caplog.at_level(logging.INFO):
+    seen = sum(1 for _ in iterate_epoch(make_loader(batches), tally))
+  assert seen == tally.batches == 4 and tally.samples == 12 and tally.skipped == 2
+  assert "2 bad sample(s) skipped" in caplog.text

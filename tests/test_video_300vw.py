@@ -68,3 +68,13 @@ def test_challenge_categories_are_the_64_test_videos():
   ids = CATEGORY_1 + CATEGORY_2 + CATEGORY_3
   assert (len(CATEGORY_1), len(CATEGORY_2), len(CATEGORY_3)) == (31, 19, 14)
   assert len(set(ids)) == 64
+
+
+def test_rednet_split_is_24_test_videos_from_the_categories():
+  from data_pipelines.video_300vw import VideoRecord, rednet_split
+  ids = CATEGORY_1 + CATEGORY_2 + CATEGORY_3 + [f"{900 + i}" for i in range(50)]
+  videos = [VideoRecord(path="", video_id=v, landmarks=np.zeros((1, 68, 2))) for v in ids]
+  split = rednet_split(videos)
+  assert (len(split["common"]), len(split["challenging"]), len(split["train"])) == (9, 15, 90)
+  assert {v.video_id for v in split["common"]} <= set(CATEGORY_1)
+  assert {v.video_id for v in split["challenging"]} <= set(CATEGORY_2 + CATEGORY_3)
