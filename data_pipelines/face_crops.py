@@ -78,3 +78,11 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, out_size: int, box_scale
     crop = np.ascontiguousarray(crop[:, ::-1])
     points = flip_landmarks(points, out_size)
   return crop, points, matrix
+
+
+def mean_shape_in_crop(unit_mean_shape: np.ndarray, out_size: int, box_scale: float = 1.3
+                       ) -> np.ndarray:
+  """A box-normalised mean shape (`image_folders.mean_shape`) placed where the crop rule puts a
+  face: centred, its longer side out_size / box_scale. This is z_0 for still images."""
+  return (np.asarray(unit_mean_shape) * (out_size / box_scale)
+          + (out_size - 1) / 2.0).astype(np.float32)

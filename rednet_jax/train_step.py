@@ -1,0 +1,108 @@
+"""The sharded RED-Net training step: one jitted `train_step(state, batch, rng)` with the state
+donated and explicit shardings over a `jax.sharding.Mesh`, returning a flat dict of metrics.
+
+The batch is what the loaders ship (uint8 crops and coordinates); normalisation, z_0 and the
+training targets are computed here, on the device. z_0 is the mean shape for the first frame of
+every clip and the previous frame's ground truth for the others (teacher forcing of the tracking
+protocol, which feeds the previous prediction at test time).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from rednet_jax.losses import rednet_v1_loss
+from rednet_jax.vgg_import import IMAGENET_MEAN, IMAGENET_STD
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def make_optimizer(learning_rate: float = 0.01, momentum: float = 0.9, decay_rate: float = 0.8,
+                   decay_every_steps: int = 1000, weight_decay: float = 0.0
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The paper's SGD: momentum 0.9, lr 0.01 multiplied by 0.8 every 10 epochs (pass
+  decay_every_steps = 10 * steps_per_epoch); weight decay is a field (the paper gives none)."""
+  schedule = optax.exponential_decay(learning_rate, decay_every_steps, decay_rate,
+                                     staircase=True)
+  tx = optax.chain(optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
+                   optax.sgd(schedule, momentum=momentum))
+  return tx, schedule
+
+
+def normalise_images(images: jax.Array) -> jax.Array:
+  """uint8 RGB -> the encoder's input convention (ImageNet mean/std on [0, 1])."""
+  return (images.astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def initial_points(landmarks: jax.Array, mean_shape: jax.Array) -> jax.Array:
+  """z_0 per frame: the mean shape for frame 0, the previous frame's landmarks afterwards."""
+  first = jnp.broadcast_to(mean_shape, landmarks[:, :1].shape)
+  return jnp.concatenate([first, landmarks[:, :-1]], axis=1)
+
+
+def inter_ocular_nme(points: jax.Array, landmarks: jax.Array, valid: jax.Array) -> jax.Array:
+  """Mean point-to-point error / outer-eye-corner distance (68 points: 36, 45; 7 points: 0, 3),
+  over valid clips, as a fraction (x100 for %)."""
+  left, right = (36, 45) if landmarks.shape[-2] == 68 else (0, 3)
+  distance = jnp.linalg.norm(landmarks[..., left, :] - landmarks[..., right, :], axis=-1)
+  error = jnp.linalg.norm(points - landmarks, axis=-1).mean(-1) / jnp.maximum(distance, 1e-6)
+  weights = valid[:, None].astype(jnp.float32) * jnp.ones_like(error)
+  return jnp.sum(error * weights) / jnp.maximum(weights.sum(), 1.0)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, mean_shape: np.ndarray, mesh: Mesh, *,
+                    target_square: int = 3, loss_weights: dict[str, float] | None = None,
+                    data_axis: str = "data"):
+  """Returns jitted `train_step(state, batch, rng) -> (state, metrics)`.
+
+  batch: image uint8 (B, T, S, S, 3), landmarks float32 (B, T, L, 2), identity int32 (B,),
+  valid bool (B,), with B sharded over `data_axis`; the state is replicated and donated.
+  Clips with valid False add nothing to the losses, but their frames still enter the BN batch
+  statistics (the loaders fill them with zeros).
+  """
+  weights = dict(loss_weights or {})
+  mean_shape = jnp.asarray(mean_shape, jnp.float32)
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+    frames = normalise_images(batch["image"])
+    landmarks = batch["landmarks"]
+    valid = batch["valid"]
+    init = initial_points(landmarks, mean_shape)
+
+    def loss_fn(params):
+      outputs, updates = model.apply(
+          {"params": params, "batch_stats": state.batch_stats}, frames, init, train=True,
+          mutable=["batch_stats"], rngs={"dropout": rng})
+      total, terms = rednet_v1_loss(outputs, batch, mean_shape, target_square, weights,
+                                    clip_weights=valid.astype(jnp.float32))
+      return total, (terms, outputs, updates["batch_stats"])
+
+    (loss, (terms, outputs, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()},
+               "nme_io": inter_ocular_nme(outputs["points"][-1], landmarks, valid),
+               "grad_norm": optax.global_norm(grads),
+               "learning_rate": schedule(state.step), "valid_clips": valid.sum()}
+    return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
+
+  replicated = NamedSharding(mesh, P())
+  by_batch = NamedSharding(mesh, P(data_axis))
+  return jax.jit(train_step, in_shardings=(replicated, by_batch, replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=0)

@@ -1,0 +1,91 @@
+"""The sharded train step: 4 fake devices match 1 device; loss falls; invalid clips are masked."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from rednet_jax.models import build_model
+from rednet_jax.train_step import TrainState, initial_points, make_optimizer, make_train_step
+
+L = 68
+
+
+@functools.lru_cache(maxsize=None)
+def real_init(model, image_shape):
+  """The model's own initialisation (small f_REG output init), so a few SGD steps are stable
+  and 1- vs 4-device runs stay comparable; host-drawn weights made the dynamics chaotic."""
+  b, t, h, w, _ = image_shape
+  frames, points = jnp.zeros((b, t, h, w, 3)), jnp.full((b, t, L, 2), h / 2)
+  return jax.jit(lambda r: model.init({"params": r, "dropout": r}, frames, points))(
+      jax.random.key(0))
+
+
+def setup(num_devices, weight_decay=0.0):
+  model = build_model(dict(name="rednet_v1", num_landmarks=L, width=1 / 16, num_steps=2,
+                           scan_unroll=2, use_identity=True, num_identities=4,
+                           use_shape_regression=True, lstm_hidden=8, use_temporal=True))
+  mesh = Mesh(np.array(jax.devices()[:num_devices]), ("data",),
+              axis_types=(jax.sharding.AxisType.Auto,))
+  rng = np.random.default_rng(0)
+  mean_shape = rng.uniform(20, 44, size=(L, 2)).astype(np.float32)
+  batch = {"image": rng.integers(0, 255, size=(4, 2, 64, 64, 3), dtype=np.uint8),
+           "landmarks": (mean_shape + rng.normal(scale=2, size=(4, 2, L, 2))).astype(np.float32),
+           "identity": np.array([0, 1, 2, 3], np.int32), "valid": np.ones(4, bool)}
+  variables = jax.tree.map(jnp.copy, real_init(model, batch["image"].shape))  # step donates
+  tx, schedule = make_optimizer(decay_every_steps=2, weight_decay=weight_decay)
+  state = TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],
+                     tx.init(variables["params"]))
+  step = make_train_step(model, tx, schedule, mean_shape, mesh, loss_weights={"shape": 0.01})
+  return step, state, batch
+
+
+def test_four_devices_match_one_device_and_the_loss_falls():
+  results = {}
+  for n in (1, 4):
+    step, state, batch = setup(n)
+    state, metrics = step(state, batch, jax.random.key(0))
+    results[n] = (step, state, batch, metrics)
+  (step, s1, batch, m1), (_, s4, _, m4) = results[1], results[4]
+  # One step on the same global batch: equal up to float reduction order. (Later steps may
+  # drift further: the argmax feedback is discontinuous, so 1e-6 differences can move a square.)
+  for key in m1:
+    np.testing.assert_allclose(m1[key], m4[key], rtol=1e-4, err_msg=key)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5),
+               s1.params, s4.params)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5),
+               s1.batch_stats, s4.batch_stats)
+  assert set(m1) >= {"loss", "loss_response", "loss_shape", "loss_identity", "nme_io",
+                     "grad_norm", "learning_rate", "valid_clips"}
+  losses = [float(m1["loss"])]
+  for i in range(1, 4):
+    s1, metrics = step(s1, batch, jax.random.key(i))
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < losses[0]
+  assert int(s1.step) == 4 and np.isclose(float(metrics["learning_rate"]), 0.01 * 0.8)  # step 3
+
+
+def test_invalid_clips_do_not_change_the_update():
+  step, state, batch = setup(1)
+  poisoned = dict(batch, valid=np.array([True, True, True, False]))
+  poisoned["landmarks"] = batch["landmarks"].copy()
+  # Garbage targets in the masked clip. Only its last frame: earlier frames are also z_0 of the
+  # next frame, which changes the input and so the shared BN batch statistics (masked clips
+  # still count there, like padding).
+  poisoned["landmarks"][3, -1] += 30.0
+  clean = dict(batch, valid=np.array([True, True, True, False]))
+  _, a = step(jax.tree.map(jnp.copy, state), poisoned, jax.random.key(0))
+  _, b = step(jax.tree.map(jnp.copy, state), clean, jax.random.key(0))
+  for key in ("loss_response", "loss_identity", "loss_shape", "loss", "grad_norm"):
+    np.testing.assert_allclose(a[key], b[key], rtol=1e-5)
+  assert int(a["valid_clips"]) == 3
+
+
+def test_initial_points_are_mean_shape_then_previous_frame():
+  landmarks = jnp.arange(2 * 3 * 2 * 2, dtype=jnp.float32).reshape(2, 3, 2, 2)
+  mean = jnp.full((2, 2), -1.0)
+  init = initial_points(landmarks, mean)
+  np.testing.assert_array_equal(init[:, 0], -1.0)
+  np.testing.assert_array_equal(init[:, 1:], landmarks[:, :-1])
