@@ -98,7 +98,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()},
                "nme_io": inter_ocular_nme(outputs["points"][-1], landmarks, valid),
-               "grad_norm": optax.global_norm(grads),
+               "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state.step), "valid_clips": valid.sum()}
     return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
 
