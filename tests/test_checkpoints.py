@@ -1,0 +1,56 @@
+"""Orbax round trip and the stage-to-stage hand-over (right leaves restored, and only those)."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rednet_jax.checkpoints import checkpoint_manager, init_from_previous_stage, restore, save
+from test_rednet_v1 import init_variables, small_model
+
+
+def flat(tree):
+  return flax.traverse_util.flatten_dict(tree, sep="/")
+
+
+def test_round_trip_and_latest_step(tmp_path):
+  variables = init_variables(small_model(use_shape_regression=True))
+  manager = checkpoint_manager(str(tmp_path / "image_stage"))
+  save(manager, 10, {"variables": variables, "step": jnp.int32(10)})
+  bumped = jax.tree.map(lambda a: a + 1, variables)
+  save(manager, 20, {"variables": bumped, "step": jnp.int32(20)})
+  back = restore(manager, {"variables": variables, "step": jnp.int32(0)})
+  assert int(back["step"]) == 20
+  jax.tree.map(np.testing.assert_array_equal, back["variables"], bumped)
+  assert manager.latest_step() == 20
+
+
+def test_next_stage_takes_shared_leaves_and_keeps_new_modules_fresh(tmp_path):
+  image_model = small_model(use_shape_regression=True)
+  trained = jax.tree.map(lambda a: a + 0.5, init_variables(image_model))  # "trained" values
+  manager = checkpoint_manager(str(tmp_path / "image_stage"))
+  save(manager, 100, {"variables": trained, "step": jnp.int32(100)})
+  manager.close()
+
+  video_model = small_model(use_shape_regression=True, use_identity=True, num_identities=4,
+                            use_temporal=True)
+  fresh = init_variables(video_model)
+  restored, new_paths = init_from_previous_stage(fresh, str(tmp_path / "image_stage"))
+  restored_flat, fresh_flat, trained_flat = flat(restored), flat(fresh), flat(trained)
+  for path, value in restored_flat.items():
+    expected = trained_flat[path] if path in trained_flat else fresh_flat[path]
+    np.testing.assert_array_equal(value, expected, err_msg=path)
+  assert new_paths and all("/identity/" in p or "/temporal/" in p for p in new_paths)
+  assert any(p.startswith("batch_stats/") for p in trained_flat)       # BN statistics carried
+  assert set(new_paths) == set(fresh_flat) - set(trained_flat)
+
+
+def test_missing_previous_stage_and_shape_mismatch_are_clear(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no complete checkpoint of the previous stage"):
+    init_from_previous_stage(init_variables(small_model()), str(tmp_path / "nothing"))
+  manager = checkpoint_manager(str(tmp_path / "narrow"))
+  save(manager, 1, {"variables": init_variables(small_model()), "step": jnp.int32(1)})
+  manager.close()
+  with pytest.raises(ValueError, match=r"narrow: \S+ has shape \(\S+ \S+ in the checkpoint"):
+    init_from_previous_stage(init_variables(small_model(width=1 / 8)), str(tmp_path / "narrow"))
