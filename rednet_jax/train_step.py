@@ -70,6 +70,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     data_axis: str = "data"):
   """Returns jitted `train_step(state, batch, rng) -> (state, metrics)`.
 
+  `mean_shape` (L, 2) is in crop pixels (`data_pipelines.face_crops.mean_shape_in_crop`): z_0
+  of every clip's first frame and the origin of f_REG's coordinates.
+
   batch: image uint8 (B, T, S, S, 3), landmarks float32 (B, T, L, 2), identity int32 (B,),
   valid bool (B,), with B sharded over `data_axis`; the state is replicated and donated.
   Clips with valid False add nothing to the losses, but their frames still enter the BN batch
