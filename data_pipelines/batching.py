@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+from data_pipelines.pts import DataError
 
 
 def identity_disjoint_batches(identities: list[str], batch_size: int, seed: int
@@ -29,3 +33,22 @@ def identity_disjoint_batches(identities: list[str], batch_size: int, seed: int
     order = np.lexsort((rng.random(len(names)), -counts))[:batch_size]
     batches.append([queues[names[j]].pop() for j in order])
   return batches, int(sum(len(q) for q in queues.values()))
+
+
+def identity_index(names) -> dict[str, int]:
+  """Identity name -> class id, sorted by name so the mapping does not depend on file order;
+  empty names (unknown identity) get no id."""
+  return {name: i for i, name in enumerate(sorted({n for n in names if n}))}
+
+
+def load_or_mask(load, placeholder, skip_bad_samples: bool, what: str):
+  """(load(), True), or, when it raises `DataError` and `skip_bad_samples` is on,
+  (placeholder(), False) with a warning: the batch keeps its shape and `valid` masks the sample
+  (the loss ignores it; `loader.iterate_epoch` counts it)."""
+  try:
+    return load(), True
+  except DataError as e:
+    if not skip_bad_samples:
+      raise
+    logging.warning("skipping bad %s: %s", what, e)
+    return placeholder(), False

@@ -9,14 +9,12 @@ its own), which is what the tracking protocol gives the model at test time.
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import grain
 import numpy as np
 
-from data_pipelines.batching import identity_disjoint_batches
+from data_pipelines.batching import identity_disjoint_batches, identity_index, load_or_mask
 from data_pipelines.face_crops import crop_face
-from data_pipelines.pts import DataError
 from data_pipelines.video_300vw import VideoRecord, read_frames
 
 
@@ -69,21 +67,14 @@ class LoadClipBatch(grain.transforms.Map):
     return np.stack(crops), np.stack(moved).astype(np.float32)
 
   def map(self, batch: list[Clip]) -> dict[str, np.ndarray]:
-    images, landmarks, valid = [], [], []
-    for clip in batch:
-      try:
-        frames, points = self.load_clip(clip)
-        valid.append(True)
-      except DataError as e:
-        if not self.skip_bad_samples:
-          raise
-        logging.warning("skipping bad clip: %s", e)   # masked, counted by the training loop
-        num_points = self.videos[clip.video].landmarks.shape[1]
-        frames = np.zeros((self.clip_length, self.out_size, self.out_size, 3), np.uint8)
-        points = np.zeros((self.clip_length, num_points, 2), np.float32)
-        valid.append(False)
-      images.append(frames)
-      landmarks.append(points)
+    def zeros(clip):
+      num_points = self.videos[clip.video].landmarks.shape[1]
+      return (np.zeros((self.clip_length, self.out_size, self.out_size, 3), np.uint8),
+              np.zeros((self.clip_length, num_points, 2), np.float32))
+
+    loaded, valid = zip(*(load_or_mask(lambda c=c: self.load_clip(c), lambda c=c: zeros(c),
+                                       self.skip_bad_samples, "clip") for c in batch))
+    images, landmarks = zip(*loaded)
     return {"image": np.stack(images), "landmarks": np.stack(landmarks),
             "identity": np.array([self.identities[self.videos[c.video].identity]
                                   for c in batch], np.int32),
@@ -97,7 +88,7 @@ def clip_batch_dataset(videos: list[VideoRecord], *, clip_length: int = 10, batc
   """Random-access dataset of identity-disjoint clip batches for one epoch (deterministic given
   `seed`; use seed + epoch for the next epoch). Returns (dataset, clips left over)."""
   clips = sample_clips(videos, clip_length, clips_per_video, seed)
-  identities = {name: i for i, name in enumerate(sorted({v.identity for v in videos}))}
+  identities = identity_index(v.identity for v in videos)
   batches, left_over = identity_disjoint_batches(
       [videos[c.video].identity for c in clips], batch_size, seed)
   batch_clips = [[clips[i] for i in batch] for batch in batches]

@@ -8,20 +8,18 @@ in the loader starved the workers).
 
 from __future__ import annotations
 
-import logging
-
 import grain
 import numpy as np
 
+from data_pipelines import batching
 from data_pipelines.batching import identity_disjoint_batches
 from data_pipelines.face_crops import Augmentation, crop_face, sample_augmentation
 from data_pipelines.image_folders import FaceRecord, load_image_rgb
-from data_pipelines.pts import DataError
 
 
 def identity_index(records: list[FaceRecord]) -> dict[str, int]:
-  """Identity name -> class id, sorted by name so the mapping does not depend on file order."""
-  return {name: i for i, name in enumerate(sorted({r.identity for r in records if r.identity}))}
+  """Identity name -> class id for these records (see `batching.identity_index`)."""
+  return batching.identity_index(r.identity for r in records)
 
 
 class LoadAndCrop(grain.transforms.RandomMap):
@@ -73,20 +71,13 @@ class LoadImageBatch(grain.transforms.RandomMap):
     self.skip_bad_samples = skip_bad_samples
 
   def random_map(self, indices: list[int], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    samples, valid = [], []
-    for i in indices:
-      try:
-        samples.append(self.crop.random_map(self.records[i], rng))
-        valid.append(True)
-      except DataError as e:
-        if not self.skip_bad_samples:
-          raise
-        logging.warning("skipping bad sample: %s", e)
-        size, points = self.crop.out_size, self.records[i].landmarks
-        samples.append({"image": np.zeros((size, size, 3), np.uint8),
-                        "landmarks": np.zeros(points.shape, np.float32),
-                        "identity": np.int32(-1)})
-        valid.append(False)
+    size = self.crop.out_size
+    samples, valid = zip(*(batching.load_or_mask(
+        lambda i=i: self.crop.random_map(self.records[i], rng),
+        lambda i=i: {"image": np.zeros((size, size, 3), np.uint8),
+                     "landmarks": np.zeros(self.records[i].landmarks.shape, np.float32),
+                     "identity": np.int32(-1)},
+        self.skip_bad_samples, "sample") for i in indices))
     batch = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
     batch["valid"] = np.array(valid)
     return batch

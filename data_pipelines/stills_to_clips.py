@@ -7,16 +7,14 @@ images exist (e.g. the ytf68 stills).
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import cv2
 import grain
 import numpy as np
 
-from data_pipelines.batching import identity_disjoint_batches
+from data_pipelines.batching import identity_disjoint_batches, identity_index, load_or_mask
 from data_pipelines.face_crops import crop_matrix, face_box
 from data_pipelines.image_folders import FaceRecord, load_image_rgb
-from data_pipelines.pts import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,23 +92,19 @@ class LoadStillClipBatch(grain.transforms.RandomMap):
     self.identities, self.skip_bad_samples = identities, skip_bad_samples
 
   def random_map(self, indices: list[int], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    images, points, valid = [], [], []
     t, s = self.config.clip_length, self.config.out_size
-    for i in indices:
-      record = self.records[i]
-      try:
-        frames, moved = clip_from_still(load_image_rgb(record.image), record.landmarks, rng,
-                                        self.config)
-        valid.append(True)
-      except DataError as e:
-        if not self.skip_bad_samples:
-          raise
-        logging.warning("skipping bad sample: %s", e)
-        frames = np.zeros((t, s, s, 3), np.uint8)
-        moved = np.zeros((t, *record.landmarks.shape), np.float32)
-        valid.append(False)
-      images.append(frames)
-      points.append(moved)
+
+    def load(record):
+      return clip_from_still(load_image_rgb(record.image), record.landmarks, rng, self.config)
+
+    def zeros(record):
+      return (np.zeros((t, s, s, 3), np.uint8),
+              np.zeros((t, *record.landmarks.shape), np.float32))
+
+    loaded, valid = zip(*(load_or_mask(lambda r=self.records[i]: load(r),
+                                       lambda r=self.records[i]: zeros(r),
+                                       self.skip_bad_samples, "sample") for i in indices))
+    images, points = zip(*loaded)
     return {"image": np.stack(images), "landmarks": np.stack(points),
             "identity": np.array([self.identities.get(self.records[i].identity, -1)
                                   for i in indices], np.int32),
@@ -123,7 +117,7 @@ def still_clip_batch_dataset(records: list[FaceRecord], batch_size: int, *, seed
                              skip_bad_samples: bool = False) -> tuple[grain.MapDataset, int]:
   """Identity-disjoint batches of clips made from stills, for one epoch (deterministic given
   `seed`). Returns (dataset, clips left over)."""
-  identities = {n: i for i, n in enumerate(sorted({r.identity for r in records if r.identity}))}
+  identities = identity_index(r.identity for r in records)
   items = [i for i in range(len(records)) for _ in range(clips_per_image)]
   batches, left_over = identity_disjoint_batches([records[i].identity for i in items],
                                                  batch_size, seed)
