@@ -4,7 +4,8 @@
   python benchmarks/model_step.py --widths=0.25 --sizes=64 --steps=1,2
 
 The model is the video stage (f_tRNN + f_CLS + f_REG), T=10 frames, one clip per batch. The train
-step is loss (Eqs. 4, 6-8) + gradient + optax SGD-momentum update with the state donated.
+step is the project's `train_step.make_train_step` (uint8 normalisation, losses of Eqs. 4, 6-8,
+gradient, SGD-momentum update, metrics) with the state donated.
 Times are medians of --repeats calls after one warm-up call. Each configuration runs in its own
 process so its peak resident memory (RSS) is its own; "XLA peak" is the compiled train step's
 buffer estimate (arguments + outputs + temporaries) from XLA's memory analysis.
@@ -34,9 +35,9 @@ def measure(width: float, size: int, k: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp
   import numpy as np
-  import optax
-  from rednet_jax.losses import rednet_v1_loss
   from rednet_jax.models import build_model
+  from rednet_jax.train_step import (TrainState, make_optimizer, make_train_step,
+                                     normalise_images)
 
   t = FLAGS.frames
   t_start = time.perf_counter()
@@ -45,43 +46,36 @@ def measure(width: float, size: int, k: int) -> dict:
                            scan_unroll=k if FLAGS.unroll == "full" else 1))
   rng = np.random.default_rng(0)
   mean_shape = jnp.asarray(rng.uniform(0.3 * size, 0.7 * size, (68, 2)), jnp.float32)
-  batch = {"frames": jnp.asarray(rng.normal(size=(1, t, size, size, 3)), jnp.float32),
+  batch = {"image": rng.integers(0, 256, size=(1, t, size, size, 3), dtype=np.uint8),
            "landmarks": mean_shape + jnp.asarray(rng.normal(size=(1, t, 68, 2)), jnp.float32),
-           "identity": jnp.zeros((1,), jnp.int32)}
+           "identity": jnp.zeros((1,), jnp.int32), "valid": jnp.ones((1,), bool)}
+  frames = normalise_images(batch["image"])
   init_points = jnp.broadcast_to(mean_shape, batch["landmarks"].shape)
   log = lambda *a: print(f"[{time.perf_counter() - t_start:7.1f}s]", *a, file=sys.stderr,
                          flush=True)
-  variables = jax.jit(lambda r: model.init({"params": r, "dropout": r}, batch["frames"],
+  variables = jax.jit(lambda r: model.init({"params": r, "dropout": r}, frames,
                                            init_points))(jax.random.key(0))
   log("init done")
-  tx = optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.01, momentum=0.9))
-  state = {"params": variables["params"], "batch_stats": variables["batch_stats"],
-           "opt_state": tx.init(variables["params"])}
-
-  def train_step(state, batch, rng):
-    def loss_fn(params):
-      outputs, new = model.apply({"params": params, "batch_stats": state["batch_stats"]},
-                                 batch["frames"], init_points, train=True,
-                                 mutable=["batch_stats"], rngs={"dropout": rng})
-      # f_REG weight 0.01: at lr 0.01 an unweighted Euclidean f_REG loss diverges in a few steps
-      # (its 512-d max-pooled ReLU features make the curvature ~2|x|^2 >> 2/lr).
-      loss, terms = rednet_v1_loss(outputs, batch, mean_shape, 3, {"shape": 0.01})
-      return loss, (terms, new["batch_stats"])
-    (loss, (terms, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    return {"params": params, "batch_stats": stats, "opt_state": opt_state}, {"loss": loss, **terms}
+  tx, schedule = make_optimizer(weight_decay=5e-4)
+  state = TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],
+                     tx.init(variables["params"]))
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+  # f_REG weight 0.01: at lr 0.01 an unweighted Euclidean f_REG loss diverges in a few steps
+  # (its 512-d max-pooled ReLU features make the curvature ~2|x|^2 >> 2/lr).
+  train_step = make_train_step(model, tx, schedule, mean_shape, mesh,
+                               loss_weights={"shape": 0.01})
 
   def forward(variables, frames):
     return model.apply(variables, frames, init_points)["points"][-1]
 
   rng_key = jax.random.key(1)
   t0 = time.perf_counter()
-  step = jax.jit(train_step, donate_argnums=0).lower(state, batch, rng_key).compile()
+  step = train_step.lower(state, batch, rng_key).compile()
   compile_train = time.perf_counter() - t0
   log(f"train step compiled in {compile_train:.1f}s")
   t0 = time.perf_counter()
-  fwd = jax.jit(forward).lower(variables, batch["frames"]).compile()
+  fwd = jax.jit(forward).lower(variables, frames).compile()
   compile_fwd = time.perf_counter() - t0
   memory = step.memory_analysis()
   xla_peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
@@ -101,7 +95,7 @@ def measure(width: float, size: int, k: int) -> dict:
     holder["state"], metrics = step(holder["state"], batch, rng_key)
     return metrics["loss"]
 
-  fwd_time = timed(lambda: fwd(variables, batch["frames"]), FLAGS.repeats)
+  fwd_time = timed(lambda: fwd(variables, frames), FLAGS.repeats)
   log(f"forward {fwd_time:.3f}s")
   train_time = timed(one_train_step, FLAGS.repeats)
   log(f"train step {train_time:.3f}s")
