@@ -14,7 +14,7 @@ import grain
 import numpy as np
 
 from data_pipelines.batching import identity_disjoint_batches, identity_index, load_or_mask
-from data_pipelines.face_crops import crop_face
+from data_pipelines.face_crops import crop_face, transform_points
 from data_pipelines.video_300vw import VideoRecord, read_frames
 
 
@@ -63,8 +63,8 @@ class LoadClipBatch(grain.transforms.Map):
       box_points = points[max(t - 1, 0)]
       crop, _, matrix = crop_face(frames[t], box_points, self.out_size, self.box_scale)
       crops.append(crop)
-      moved.append(points[t] @ matrix[:, :2].T + matrix[:, 2])
-    return np.stack(crops), np.stack(moved).astype(np.float32)
+      moved.append(transform_points(matrix, points[t]))
+    return np.stack(crops), np.stack(moved)
 
   def map(self, batch: list[Clip]) -> dict[str, np.ndarray]:
     def zeros(clip):
