@@ -1,65 +1,88 @@
 """Orbax checkpoints of the curriculum stages and the hand-over from one stage to the next.
 
-Every save and restore uses the PyTree handler: a manager fixes its handler type on first use,
-and partial restore (a larger model restoring a smaller one's tree) needs `PyTreeRestore`.
+A checkpoint step holds two items: `state` (a PyTree: {'variables': {'params', 'batch_stats'},
+'opt_state', 'step', ...}) and, when given, `data` (the Grain iterator's position, one JSON
+file per process), so a resumed run sees the same batches. Every PyTree save and restore uses the
+PyTree handler: a manager fixes its handler type on first use, and partial restore (a larger
+model restoring a smaller one's tree) needs `PyTreeRestore`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import re
+from typing import Sequence
+
 import flax
+import grain
 import orbax.checkpoint as ocp
 
 
 def checkpoint_manager(directory: str, max_to_keep: int = 3) -> ocp.CheckpointManager:
-  """Keeps the newest `max_to_keep` steps; a save becomes visible only once complete, so an
-  interrupted save never replaces the last good checkpoint."""
-  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=True), item_handlers=ocp.PyTreeCheckpointHandler())
+  """Keeps the newest `max_to_keep` steps. A save is written to a temporary folder and renamed
+  when complete, so a save interrupted (even by kill -9) never replaces the last good
+  checkpoint; the leftover temporary folder is removed the next time a manager opens."""
+  return ocp.CheckpointManager(
+      directory,
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           cleanup_tmp_directories=True),
+      item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                     "data": grain.checkpoint.CheckpointHandler()})
 
 
-def save(manager: ocp.CheckpointManager, step: int, tree: Any) -> None:
-  manager.save(step, args=ocp.args.PyTreeSave(tree))
+def save(manager: ocp.CheckpointManager, step: int, tree: Any, data_iterator=None) -> None:
+  items = {"state": ocp.args.PyTreeSave(tree)}
+  if data_iterator is not None:
+    items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+  manager.save(step, args=ocp.args.Composite(**items))
   manager.wait_until_finished()
 
 
-def restore(manager: ocp.CheckpointManager, like: Any, step: int | None = None) -> Any:
-  """Restores `step` (default: latest) into the structure, shapes and shardings of `like`."""
+def restore(manager: ocp.CheckpointManager, like: Any, step: int | None = None,
+            data_iterator=None) -> Any:
+  """Restores `step` (default: latest) into the structure, shapes and shardings of `like`;
+  `data_iterator`, when given, is moved to the saved position."""
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"{manager.directory}: no complete checkpoint")
-  return manager.restore(step, args=ocp.args.PyTreeRestore(
-      item=like, restore_args=ocp.checkpoint_utils.construct_restore_args(like)))
+  items = {"state": ocp.args.PyTreeRestore(
+      item=like, restore_args=ocp.checkpoint_utils.construct_restore_args(like))}
+  if data_iterator is not None:
+    items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+  return manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
 
-def init_from_previous_stage(variables: dict[str, Any], previous_stage_dir: str
-                             ) -> tuple[dict[str, Any], list[str]]:
+def init_from_previous_stage(variables: dict[str, Any], previous_stage_dir: str,
+                             keep_fresh: Sequence[str] = ()) -> tuple[dict[str, Any], list[str]]:
   """`variables` ({'params', 'batch_stats'} of this stage's freshly initialised model) with
   every leaf that the previous stage's latest checkpoint also has taken from that checkpoint
-  (parameters and BatchNorm statistics alike). Modules new in this stage keep their fresh
-  init; their paths are returned. Shapes must agree leaf by leaf.
-
-  The checkpoint must hold {'variables': {'params', 'batch_stats'}, ...} as the trainer saves.
-  """
-  manager = ocp.CheckpointManager(previous_stage_dir,
-                                  item_handlers=ocp.PyTreeCheckpointHandler())
+  (parameters and BatchNorm statistics alike). Modules new in this stage, and leaves whose path
+  (e.g. `params/identity/logits/kernel`) matches a regex of `keep_fresh` (a classifier whose
+  classes changed), keep their fresh init; their paths are returned. Other shapes must agree
+  leaf by leaf."""
+  manager = checkpoint_manager(previous_stage_dir)
   step = manager.latest_step()
   if step is None:
     raise FileNotFoundError(f"{previous_stage_dir}: no complete checkpoint of the previous "
                             "stage; train it first or point the config elsewhere")
-  saved = manager.item_metadata(step)
+  saved = manager.item_metadata(step)["state"]
   saved = saved.tree if hasattr(saved, "tree") else saved
   saved_flat = flax.traverse_util.flatten_dict(saved["variables"], sep="/")
   flat = flax.traverse_util.flatten_dict(variables, sep="/")
+  saved_flat = {p: v for p, v in saved_flat.items()
+                if not any(re.fullmatch(pattern, p) for pattern in keep_fresh)}
   for path, leaf in flat.items():
     if path in saved_flat and tuple(saved_flat[path].shape) != tuple(leaf.shape):
       raise ValueError(f"{previous_stage_dir}: {path} has shape {tuple(saved_flat[path].shape)}"
                        f" in the checkpoint, {tuple(leaf.shape)} in this model")
-  target = {"variables": variables}
-  restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+  shared = flax.traverse_util.unflatten_dict(
+      {p: v for p, v in flat.items() if p in saved_flat}, sep="/")
+  target = {"variables": shared}
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       item=target, partial_restore=True,
-      restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
+      restore_args=ocp.checkpoint_utils.construct_restore_args(target))))["state"]
   manager.close()
+  merged = {**flat, **flax.traverse_util.flatten_dict(restored["variables"], sep="/")}
   fresh = sorted(p for p in flat if p not in saved_flat)
-  return restored["variables"], fresh
+  return flax.traverse_util.unflatten_dict(merged, sep="/"), fresh

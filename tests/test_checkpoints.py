@@ -54,3 +54,22 @@ def test_missing_previous_stage_and_shape_mismatch_are_clear(tmp_path):
   manager.close()
   with pytest.raises(ValueError, match=r"narrow: \S+ has shape \(\S+ \S+ in the checkpoint"):
     init_from_previous_stage(init_variables(small_model(width=1 / 8)), str(tmp_path / "narrow"))
+
+
+def test_keep_fresh_leaves_are_not_restored(tmp_path):
+  """A classifier whose classes changed (identity stage -> video stage on other people) keeps
+  its fresh init when named in keep_fresh; everything else still comes from the checkpoint."""
+  before = small_model(use_shape_regression=True, use_identity=True, num_identities=4)
+  trained = jax.tree.map(lambda a: a + 0.5, init_variables(before))
+  manager = checkpoint_manager(str(tmp_path / "identity"))
+  save(manager, 5, {"variables": trained, "step": jnp.int32(5)})
+  manager.close()
+  after = small_model(use_shape_regression=True, use_identity=True, num_identities=7)
+  fresh = init_variables(after)
+  restored, new_paths = init_from_previous_stage(fresh, str(tmp_path / "identity"),
+                                                 keep_fresh=[r"params/identity/logits/.*"])
+  assert new_paths == ["params/identity/logits/bias", "params/identity/logits/kernel"]
+  restored_flat, fresh_flat, trained_flat = flat(restored), flat(fresh), flat(trained)
+  for path, value in restored_flat.items():
+    expected = fresh_flat[path] if path in new_paths else trained_flat[path]
+    np.testing.assert_array_equal(value, expected, err_msg=path)
