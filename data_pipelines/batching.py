@@ -35,6 +35,18 @@ def identity_disjoint_batches(identities: list[str], batch_size: int, seed: int
   return batches, int(sum(len(q) for q in queues.values()))
 
 
+def host_part(batches: list[list], process_index: int, process_count: int) -> list[list]:
+  """This process's contiguous part of every global batch: hosts load disjoint samples and
+  together feed the whole batch (`jax.make_array_from_process_local_data` stitches them)."""
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} outside [0, {process_count})")
+  if batches and len(batches[0]) % process_count:
+    raise ValueError(f"global batch of {len(batches[0])} does not split over {process_count} "
+                     "processes")
+  part = len(batches[0]) // process_count if batches else 0
+  return [b[process_index * part:(process_index + 1) * part] for b in batches]
+
+
 def identity_index(names) -> dict[str, int]:
   """Identity name -> class id, sorted by name so the mapping does not depend on file order;
   empty names (unknown identity) get no id."""

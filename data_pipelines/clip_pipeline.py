@@ -13,7 +13,8 @@ import dataclasses
 import grain
 import numpy as np
 
-from data_pipelines.batching import identity_disjoint_batches, identity_index, load_or_mask
+from data_pipelines.batching import (host_part, identity_disjoint_batches, identity_index,
+                                     load_or_mask)
 from data_pipelines.face_crops import crop_face, transform_points
 from data_pipelines.video_300vw import VideoRecord, read_frames
 
@@ -43,8 +44,10 @@ def sample_clips(videos: list[VideoRecord], clip_length: int, clips_per_video: i
 
 class LoadClipBatch(grain.transforms.Map):
   """Decodes and crops one batch of clips: image uint8 (B, T, S, S, 3), landmarks float32
-  (B, T, L, 2), identity int32 (B,), valid bool (B,) (False: an undecodable clip skipped under
-  `skip_bad_samples`, zeros in its place)."""
+  (B, T, L, 2), crop_matrix float32 (B, T, 2, 3) (video pixels -> crop pixels of each frame, so
+  an evaluator can carry a prediction from one frame's crop to the next), identity int32 (B,),
+  valid bool (B,) (False: an undecodable clip skipped under `skip_bad_samples`, zeros in its
+  place)."""
 
   def __init__(self, videos: list[VideoRecord], clip_length: int, out_size: int,
                box_scale: float, identities: dict[str, int], skip_bad_samples: bool = False):
@@ -58,24 +61,27 @@ class LoadClipBatch(grain.transforms.Map):
     points = video.landmarks[clip.start:clip.start + self.clip_length]
     if clip.reverse:
       frames, points = frames[::-1], points[::-1]
-    crops, moved = [], []
+    crops, moved, matrices = [], [], []
     for t in range(self.clip_length):
       box_points = points[max(t - 1, 0)]
       crop, _, matrix = crop_face(frames[t], box_points, self.out_size, self.box_scale)
       crops.append(crop)
       moved.append(transform_points(matrix, points[t]))
-    return np.stack(crops), np.stack(moved)
+      matrices.append(matrix)
+    return np.stack(crops), np.stack(moved), np.stack(matrices).astype(np.float32)
 
   def map(self, batch: list[Clip]) -> dict[str, np.ndarray]:
     def zeros(clip):
       num_points = self.videos[clip.video].landmarks.shape[1]
       return (np.zeros((self.clip_length, self.out_size, self.out_size, 3), np.uint8),
-              np.zeros((self.clip_length, num_points, 2), np.float32))
+              np.zeros((self.clip_length, num_points, 2), np.float32),
+              np.tile(np.eye(2, 3, dtype=np.float32), (self.clip_length, 1, 1)))
 
     loaded, valid = zip(*(load_or_mask(lambda c=c: self.load_clip(c), lambda c=c: zeros(c),
                                        self.skip_bad_samples, "clip") for c in batch))
-    images, landmarks = zip(*loaded)
+    images, landmarks, matrices = zip(*loaded)
     return {"image": np.stack(images), "landmarks": np.stack(landmarks),
+            "crop_matrix": np.stack(matrices),
             "identity": np.array([self.identities[self.videos[c.video].identity]
                                   for c in batch], np.int32),
             "valid": np.array(valid)}
@@ -83,15 +89,16 @@ class LoadClipBatch(grain.transforms.Map):
 
 def clip_batch_dataset(videos: list[VideoRecord], *, clip_length: int = 10, batch_size: int = 5,
                        out_size: int = 128, clips_per_video: int = 100, seed: int = 0,
-                       box_scale: float = 1.3, skip_bad_samples: bool = False
-                       ) -> tuple[grain.MapDataset, int]:
+                       box_scale: float = 1.3, skip_bad_samples: bool = False,
+                       host: tuple[int, int] = (0, 1)) -> tuple[grain.MapDataset, int]:
   """Random-access dataset of identity-disjoint clip batches for one epoch (deterministic given
-  `seed`; use seed + epoch for the next epoch). Returns (dataset, clips left over)."""
+  `seed`; use seed + epoch for the next epoch). `host` = (process index, process count): this
+  process loads its part of every batch. Returns (dataset, clips left over)."""
   clips = sample_clips(videos, clip_length, clips_per_video, seed)
   identities = identity_index(v.identity for v in videos)
   batches, left_over = identity_disjoint_batches(
       [videos[c.video].identity for c in clips], batch_size, seed)
-  batch_clips = [[clips[i] for i in batch] for batch in batches]
+  batch_clips = host_part([[clips[i] for i in batch] for batch in batches], *host)
   dataset = grain.MapDataset.source(batch_clips).map(
       LoadClipBatch(videos, clip_length, out_size, box_scale, identities, skip_bad_samples))
   return dataset, left_over

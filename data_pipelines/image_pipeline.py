@@ -87,11 +87,12 @@ def image_batch_dataset(records: list[FaceRecord], out_size: int, batch_size: in
                         train: bool, seed: int = 0, samples_per_image: int = 10,
                         box_scale: float = 1.3, augmentation: Augmentation = Augmentation(),
                         identity_disjoint: bool = False, skip_bad_samples: bool = False,
-                        identities: dict[str, int] | None = None
-                        ) -> tuple[grain.MapDataset, int]:
+                        identities: dict[str, int] | None = None,
+                        host: tuple[int, int] = (0, 1)) -> tuple[grain.MapDataset, int]:
   """Batches of crops for one epoch (deterministic given `seed`; pass seed + epoch for the
   next). With `identity_disjoint`, no identity appears twice in a batch (the identity and video
-  stages). Returns (dataset of batches with a `valid` mask, samples left over)."""
+  stages). `host` = (process index, process count): this process loads its part of every
+  batch. Returns (dataset of batches with a `valid` mask, samples left over)."""
   if not records:
     raise ValueError("image_batch_dataset needs at least one record")
   identities = identity_index(records) if identities is None else identities
@@ -109,4 +110,5 @@ def image_batch_dataset(records: list[FaceRecord], out_size: int, batch_size: in
     left_over = len(ordered) - full
   load = LoadImageBatch(records, out_size, box_scale, augmentation if train else None,
                         identities, skip_bad_samples)
-  return grain.MapDataset.source(batches).random_map(load, seed=seed), left_over
+  return (grain.MapDataset.source(batching.host_part(batches, *host)).random_map(load, seed=seed),
+          left_over)

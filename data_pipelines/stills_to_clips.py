@@ -12,7 +12,8 @@ import cv2
 import grain
 import numpy as np
 
-from data_pipelines.batching import identity_disjoint_batches, identity_index, load_or_mask
+from data_pipelines.batching import (host_part, identity_disjoint_batches, identity_index,
+                                     load_or_mask)
 from data_pipelines.face_crops import crop_matrix, face_box
 from data_pipelines.image_folders import FaceRecord, load_image_rgb
 
@@ -114,13 +115,15 @@ class LoadStillClipBatch(grain.transforms.RandomMap):
 def still_clip_batch_dataset(records: list[FaceRecord], batch_size: int, *, seed: int = 0,
                              clips_per_image: int = 10,
                              config: StillClipConfig = StillClipConfig(),
-                             skip_bad_samples: bool = False) -> tuple[grain.MapDataset, int]:
+                             skip_bad_samples: bool = False, host: tuple[int, int] = (0, 1)
+                             ) -> tuple[grain.MapDataset, int]:
   """Identity-disjoint batches of clips made from stills, for one epoch (deterministic given
-  `seed`). Returns (dataset, clips left over)."""
+  `seed`). `host` = (process index, process count): this process loads its part of every
+  batch. Returns (dataset, clips left over)."""
   identities = identity_index(r.identity for r in records)
   items = [i for i in range(len(records)) for _ in range(clips_per_image)]
   batches, left_over = identity_disjoint_batches([records[i].identity for i in items],
                                                  batch_size, seed)
   load = LoadStillClipBatch(records, config, identities, skip_bad_samples)
-  return (grain.MapDataset.source([[items[j] for j in b] for b in batches])
+  return (grain.MapDataset.source(host_part([[items[j] for j in b] for b in batches], *host))
           .random_map(load, seed=seed), left_over)

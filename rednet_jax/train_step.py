@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from rednet_jax.evaluation import inter_ocular_errors
 from rednet_jax.losses import rednet_v1_loss
 from rednet_jax.vgg_import import IMAGENET_MEAN, IMAGENET_STD
 
@@ -55,26 +56,24 @@ def initial_points(landmarks: jax.Array, mean_shape: jax.Array) -> jax.Array:
 
 
 def inter_ocular_nme(points: jax.Array, landmarks: jax.Array, valid: jax.Array) -> jax.Array:
-  """Mean point-to-point error / outer-eye-corner distance (68 points: 36, 45; 7 points: 0, 3),
-  over valid clips, as a fraction (x100 for %)."""
-  left, right = (36, 45) if landmarks.shape[-2] == 68 else (0, 3)
-  distance = jnp.linalg.norm(landmarks[..., left, :] - landmarks[..., right, :], axis=-1)
-  error = jnp.linalg.norm(points - landmarks, axis=-1).mean(-1) / jnp.maximum(distance, 1e-6)
+  """Mean inter-ocular NME over the frames of valid clips, in % (`evaluation`'s definition)."""
+  error = inter_ocular_errors(points, landmarks)
   weights = valid[:, None].astype(jnp.float32) * jnp.ones_like(error)
-  return jnp.sum(error * weights) / jnp.maximum(weights.sum(), 1.0)
+  return 100 * jnp.sum(error * weights) / jnp.maximum(weights.sum(), 1.0)
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mean_shape: np.ndarray, mesh: Mesh, *,
                     target_square: int = 3, loss_weights: dict[str, float] | None = None,
-                    data_axis: str = "data"):
+                    data_axis: str = "data", state_sharding: Any = None):
   """Returns jitted `train_step(state, batch, rng) -> (state, metrics)`.
 
   `mean_shape` (L, 2) is in crop pixels (`data_pipelines.face_crops.mean_shape_in_crop`): z_0
   of every clip's first frame and the origin of f_REG's coordinates.
 
   batch: image uint8 (B, T, S, S, 3), landmarks float32 (B, T, L, 2), identity int32 (B,),
-  valid bool (B,), with B sharded over `data_axis`; the state is replicated and donated.
+  valid bool (B,), with B sharded over `data_axis`; the state is donated, and replicated unless
+  `state_sharding` (a tree of shardings matching the state, see `shard_state`) says otherwise.
   Clips with valid False add nothing to the losses, but their frames still enter the BN batch
   statistics (the loaders fill them with zeros).
   """
@@ -101,11 +100,35 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()},
                "nme_io": inter_ocular_nme(outputs["points"][-1], landmarks, valid),
-               "grad_norm": optax.tree.norm(grads),
+               "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
                "learning_rate": schedule(state.step), "valid_clips": valid.sum()}
     return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
 
   replicated = NamedSharding(mesh, P())
   by_batch = NamedSharding(mesh, P(data_axis))
-  return jax.jit(train_step, in_shardings=(replicated, by_batch, replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+  state_sharding = replicated if state_sharding is None else state_sharding
+  return jax.jit(train_step, in_shardings=(state_sharding, by_batch, replicated),
+                 out_shardings=(state_sharding, replicated), donate_argnums=0)
+
+
+def shard_state(state: Any, mesh: Mesh, mode: str, data_axis: str = "data") -> Any:
+  """Shardings for a state tree. 'replicated': every device holds everything (data parallel).
+  'fsdp': each array of 2+ dimensions is split over `data_axis` along its largest dimension
+  that divides evenly (ZeRO-3 style; XLA gathers weights where they are used), for models or
+  optimiser states that do not fit on one device."""
+  if mode == "replicated":
+    return jax.tree.map(lambda _: NamedSharding(mesh, P()), state)
+  if mode != "fsdp":
+    raise ValueError(f"mesh.state_sharding must be 'replicated' or 'fsdp', got {mode!r}")
+  n = mesh.shape[data_axis]
+
+  def spec(leaf):
+    shape = np.shape(leaf)
+    dims = sorted((d for d in range(len(shape)) if shape[d] % n == 0 and shape[d] >= n),
+                  key=lambda d: -shape[d])
+    if len(shape) < 2 or not dims:
+      return NamedSharding(mesh, P())
+    axes = [None] * len(shape)
+    axes[dims[0]] = data_axis
+    return NamedSharding(mesh, P(*axes))
+  return jax.tree.map(spec, state)

@@ -47,8 +47,13 @@ def test_clip_batches_from_videos_forward_and_reversed(tmp_path):
   # Reversal: the colour sequence of a reversed clip runs backwards through the video.
   from data_pipelines.clip_pipeline import LoadClipBatch, Clip
   loader = LoadClipBatch(videos, 2, 32, 1.3, {"a": 0, "b": 1, "c": 2})
-  forward, points_f = loader.load_clip(Clip(0, 1, False))
-  backward, points_b = loader.load_clip(Clip(0, 1, True))
+  forward, points_f, matrices_f = loader.load_clip(Clip(0, 1, False))
+  backward, points_b, _ = loader.load_clip(Clip(0, 1, True))
+  # crop_matrix maps video pixels to each frame's crop pixels.
+  from data_pipelines.face_crops import transform_points
+  np.testing.assert_allclose(transform_points(matrices_f[1], videos[0].landmarks[2]),
+                             points_f[1], atol=1e-4)
+  assert batch["crop_matrix"].shape == (3, 2, 2, 3)
   np.testing.assert_allclose(forward[:, 16, 16].astype(float), backward[::-1, 16, 16], atol=12)
   assert np.argmax(forward[0, 16, 16]) == 1 and np.argmax(forward[1, 16, 16]) == 2  # green, blue
 

@@ -1,0 +1,85 @@
+r"""The whole curriculum (image -> identity -> video) at CPU size on synthetic talking faces.
+
+Needs no data and no accelerator: the synthetic stills and videos (`data_pipelines/synthetic.py`,
+68 exact landmarks, per-identity faces, pose, expression, occluders, lighting) are rendered into
+`<workdir>/synthetic/` on first use. Every stage is evaluated on the same held-out synthetic
+video clips (people never seen in training), frame by frame on the model's own previous
+prediction, so the error can be compared across stages.
+
+Command:
+  python experiments/run.py --config=quickstart --workdir=/tmp/quickstart
+Hardware: 2 CPU cores.
+Expected time: see README (measured: the closing note of issue 4).
+Expected result: `<workdir>/summary.md` with the held-out NME of each stage (falling from stage
+to stage), `ced_by_stage.png`, per stage a checkpoint, `metrics.jsonl`, TensorBoard events,
+and for the video stage `refinement.png` and `tracked.mp4`.
+
+Presets: `tiny` (a 32-px model and a few steps per stage; what the tests run).
+"""
+
+import ml_collections
+
+from rednet_jax.configs import base_stage
+
+
+def _stage(name: str, arg: str) -> ml_collections.ConfigDict:
+  c = base_stage(name)
+  c.model.width, c.model.num_steps, c.model.lstm_hidden = 0.25, 2, 64
+  c.data.size, c.data.workers = 64, 0
+  c.data.synthetic.update(num_identities=32, frames_per_identity=12, frames_per_video=48,
+                          frame_size=96, eval_identities=4)
+  # All stages evaluate on the held-out synthetic videos.
+  c.eval.data = ml_collections.ConfigDict(dict(c.data))
+  c.eval.data.synthetic = ml_collections.ConfigDict(dict(c.data.synthetic))
+  c.eval.data.update(kind="synthetic_videos", clip_length=10)
+  c.eval.batch_size, c.eval.clips_per_video = 4, 2
+  c.optimizer.decay_every_epochs = 1000      # a few epochs only: keep lr 0.01
+  c.log_every_steps, c.checkpoint_every_steps = 10, 50
+  if arg == "tiny":
+    c.model.width, c.model.lstm_hidden, c.data.size = 1 / 16, 8, 32
+    c.data.synthetic.update(num_identities=8, frames_per_identity=3, frames_per_video=12,
+                            frame_size=48, eval_identities=2)
+    c.eval.data.synthetic.update(c.data.synthetic)
+    c.eval.data.size, c.eval.clips_per_video, c.eval.batch_size = 32, 1, 2
+    c.log_every_steps, c.checkpoint_every_steps = 2, 3
+  return c
+
+
+def get_config(arg: str = ""):
+  if arg not in ("", "tiny"):
+    raise ValueError(f"quickstart: unknown preset {arg!r}; known: 'tiny'")
+  c = ml_collections.ConfigDict()
+  c.curriculum = ("image", "identity", "video")
+
+  c.image = _stage("image", arg)
+  c.image.data.kind = "synthetic_stills"
+  c.image.data.batch_size = 8
+  c.image.data.samples_per_image = 2
+  c.image.num_epochs = 2
+
+  c.identity = _stage("identity", arg)
+  c.identity.init_from = "image"
+  c.identity.data.kind = "synthetic_stills"
+  c.identity.data.batch_size = 8
+  c.identity.data.samples_per_image = 1
+  c.identity.data.identity_disjoint = True
+  c.identity.model.use_identity = True
+  c.identity.num_epochs = 1
+
+  c.video = _stage("video", arg)
+  c.video.init_from = "identity"
+  c.video.init_keep_fresh = (r"params/identity/logits/.*",)
+  c.video.data.kind = "synthetic_videos"
+  c.video.data.clip_length = 10
+  c.video.data.batch_size = 2
+  c.video.data.clips_per_video = 2
+  c.video.data.augment = False
+  c.video.model.use_identity = True
+  c.video.model.use_temporal = True
+  c.video.num_epochs = 1
+  c.video.outputs = ("ced_plot", "refinement_figure", "overlay_video")
+  if arg == "tiny":
+    c.image.data.batch_size = c.identity.data.batch_size = 4
+    c.image.data.samples_per_image = 1
+    c.video.data.clips_per_video = 1
+  return c

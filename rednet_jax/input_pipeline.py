@@ -1,0 +1,282 @@
+"""From `config.data` to what the trainer consumes: one batch per global step for the whole stage,
+an evaluation set, and the mean shape.
+
+Data kinds (`config.data.kind`):
+  image_folder      300-W / ytf68 layout (`data_pipelines.image_folders`): still images, T = 1.
+  300vw             300-VW layout (`<id>/vid.avi` + `annot/`): T-frame clips.
+  still_clips       clips made from the stills of an image folder (`stills_to_clips`).
+  synthetic_stills  `image_folder` rendered by `data_pipelines.synthetic` under `root` (default
+                    `<workdir>/synthetic/stills`) the first time it is needed.
+  synthetic_videos  `300vw` rendered likewise (default `<workdir>/synthetic/videos`).
+
+Every batch is {image uint8 (B, T, S, S, 3), landmarks float32 (B, T, L, 2), identity int32 (B,),
+valid bool (B,)} (+ crop_matrix for videos), B being this process's part of the global batch.
+The training data of a stage is one `grain.MapDataset` indexed by global step: element i is the
+batch of epoch i // steps_per_epoch, drawn with seed + epoch. Its Grain iterator state is
+therefore the data position that a checkpoint saves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from typing import Any, Callable
+
+import grain
+import numpy as np
+
+from data_pipelines import synthetic
+from data_pipelines.batching import identity_index
+from data_pipelines.clip_pipeline import LoadClipBatch, clip_batch_dataset, sample_clips
+from data_pipelines.face_crops import Augmentation, mean_shape_in_crop
+from data_pipelines.image_folders import FaceRecord, mean_shape, read_image_folder
+from data_pipelines.image_pipeline import LoadImageBatch, image_batch_dataset
+from data_pipelines.pts import DataError
+from data_pipelines.stills_to_clips import (LoadStillClipBatch, StillClipConfig,
+                                            still_clip_batch_dataset)
+from data_pipelines.video_300vw import VideoRecord, read_300vw, rednet_split
+
+KINDS = ("image_folder", "300vw", "still_clips", "synthetic_stills", "synthetic_videos")
+
+
+@dataclasses.dataclass
+class StageData:
+  train: grain.MapDataset          # element i: this process's part of the batch of step i
+  steps_per_epoch: int
+  eval: grain.MapDataset           # padded batches; `valid` marks the real samples
+  mean_shape: np.ndarray           # (L, 2) in crop pixels: z_0 of still images, f_REG's origin
+  num_identities: int              # identities of the training split
+  description: str                 # for the log
+
+
+class _BatchOfStep(grain.transforms.Map):
+  """Global step -> that step's batch, building (and caching) one epoch's dataset at a time, so
+  a worker that jumps to a resumed step only builds the epoch it needs."""
+
+  def __init__(self, make_epoch: Callable[[int], grain.MapDataset], steps_per_epoch: int):
+    self.make_epoch, self.steps_per_epoch = make_epoch, steps_per_epoch
+    self._epoch, self._dataset = None, None
+
+  def map(self, step: int) -> dict[str, np.ndarray]:
+    epoch, index = divmod(int(step), self.steps_per_epoch)
+    if epoch != self._epoch:
+      self._epoch, self._dataset = epoch, self.make_epoch(epoch)
+    return self._dataset[index]
+
+
+def _add_time_axis(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  batch = dict(batch)
+  batch["image"], batch["landmarks"] = batch["image"][:, None], batch["landmarks"][:, None]
+  return batch
+
+
+def _padded(items: list, batch_size: int, host: tuple[int, int]) -> list[tuple[list, list]]:
+  """Consecutive batches of `items` with the last one padded by repeating its final item;
+  returns (this host's items, this host's valid flags) per batch."""
+  index, count = host
+  part = batch_size // count
+  batches = []
+  for start in range(0, len(items), batch_size):
+    chunk = items[start:start + batch_size]
+    valid = [True] * len(chunk) + [False] * (batch_size - len(chunk))
+    chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
+    batches.append((chunk[index * part:(index + 1) * part],
+                    valid[index * part:(index + 1) * part]))
+  return batches
+
+
+class _EvalBatch(grain.transforms.Map):
+  """Loads one padded evaluation batch with a batch loader, then masks the padding."""
+
+  def __init__(self, load: Any, random: bool, add_time: bool):
+    self.load, self.random, self.add_time = load, random, add_time
+
+  def map(self, element: tuple[list, list]) -> dict[str, np.ndarray]:
+    items, valid = element
+    batch = (self.load.random_map(items, np.random.default_rng(0)) if self.random
+             else self.load.map(items))
+    batch["valid"] = batch["valid"] & np.array(valid)
+    return _add_time_axis(batch) if self.add_time else batch
+
+
+def _require_dir(root: str, what: str, field: str) -> None:
+  if not root or not os.path.isdir(root):
+    raise DataError(f"{what}: looked in {os.path.abspath(root) if root else '(empty path)'} and "
+                    f"found no data folder; point the config at it with --config.{field}=/path "
+                    "(see README, 'Data')")
+
+
+def _render_once(root: str, render: Callable[[str], Any]) -> None:
+  """Renders synthetic data into `root` unless a complete copy is there (a `COMPLETE` marker,
+  written last; a half-written folder from a killed run is replaced)."""
+  if os.path.exists(os.path.join(root, "COMPLETE")):
+    return
+  partial = root + ".partial"
+  shutil.rmtree(partial, ignore_errors=True)
+  os.makedirs(partial)
+  render(partial)
+  open(os.path.join(partial, "COMPLETE"), "w").close()
+  shutil.rmtree(root, ignore_errors=True)
+  os.replace(partial, root)
+
+
+def _synthetic_config(data) -> synthetic.SyntheticConfig:
+  return synthetic.SyntheticConfig(size=data.synthetic.frame_size,
+                                   num_frames=data.synthetic.frames_per_video)
+
+
+def resolve_root(data, workdir: str) -> str:
+  if data.kind in ("synthetic_stills", "synthetic_videos") and not data.root:
+    return os.path.join(workdir, "synthetic", data.kind.split("_")[1])
+  return os.path.expanduser(data.root)
+
+
+def _stills(data, workdir: str, field: str) -> tuple[list[FaceRecord], list[FaceRecord]]:
+  root = resolve_root(data, workdir)
+  if data.kind == "synthetic_stills":
+    s = data.synthetic
+    _render_once(root, lambda out: synthetic.write_image_folder_layout(
+        out, s.num_identities, s.frames_per_identity, val_identities=s.eval_identities,
+        seed=s.seed, config=_synthetic_config(data)))
+  _require_dir(root, f"{data.kind} data", field)
+  train, bad = read_image_folder(root, data.num_landmarks, split=data.train_split or None,
+                                 skip_bad_samples=data.skip_bad_samples)
+  eval_root = os.path.expanduser(data.eval_root) if data.eval_root else root
+  if data.eval_root:
+    _require_dir(eval_root, f"{data.kind} held-out data", field.replace("root", "eval_root"))
+  held_out, bad_eval = read_image_folder(eval_root, data.num_landmarks,
+                                         split=data.eval_split or None,
+                                         skip_bad_samples=data.skip_bad_samples)
+  for message in bad.messages + bad_eval.messages:
+    print(f"skipped: {message}")
+  if not train or not held_out:
+    raise DataError(f"{root}: the training split has {len(train)} images and the held-out one "
+                    f"{len(held_out)}; both must be non-empty")
+  return train, held_out
+
+
+def _videos(data, workdir: str, field: str) -> tuple[list[VideoRecord], list[VideoRecord]]:
+  root = resolve_root(data, workdir)
+  if data.kind == "synthetic_videos":
+    s = data.synthetic
+    _render_once(root, lambda out: synthetic.write_300vw_layout(
+        out, s.num_identities, seed=s.seed, config=_synthetic_config(data)))
+  _require_dir(root, f"{data.kind} data", field)
+  videos, bad = read_300vw(root, num_points=data.num_landmarks,
+                           skip_bad_samples=data.skip_bad_samples)
+  for message in bad.messages:
+    print(f"skipped: {message}")
+  if data.kind == "synthetic_videos":
+    # The last eval_identities videos (one per identity) are held out.
+    n = data.synthetic.eval_identities
+    return videos[:-n], videos[-n:]
+  split = rednet_split(videos)
+  if data.eval_split not in split or data.train_split not in split:
+    raise ValueError(f"300vw splits are {sorted(split)}; got train_split={data.train_split!r}, "
+                     f"eval_split={data.eval_split!r}")
+  return split[data.train_split], split[data.eval_split]
+
+
+def _check_clip_length(data) -> None:
+  if data.kind in ("image_folder", "synthetic_stills") and data.clip_length != 1:
+    raise ValueError(f"data.kind={data.kind!r} gives still images: data.clip_length must be 1, "
+                     f"got {data.clip_length}")
+
+
+def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> StageData:
+  """Training and evaluation data of one stage (see the module docstring). `config.eval.data`,
+  when its kind is set, is evaluated instead of the training data's held-out split (so stages
+  trained on different data can be compared on the same clips)."""
+  data = config.data
+  if data.kind not in KINDS:
+    raise ValueError(f"data.kind must be one of {KINDS}, got {data.kind!r}")
+  _check_clip_length(data)
+  if data.batch_size % host[1]:
+    raise ValueError(f"data.batch_size {data.batch_size} must split evenly over {host[1]} "
+                     "processes")
+  seed, size = config.seed, data.size
+  if data.kind in ("300vw", "synthetic_videos"):
+    train_videos, held_out = _videos(data, workdir, "data.root")
+    unit_mean = mean_shape(np.concatenate([v.landmarks for v in train_videos]))
+    identities = {v.identity for v in train_videos}
+
+    def make_epoch(epoch):
+      return clip_batch_dataset(train_videos, clip_length=data.clip_length,
+                                batch_size=data.batch_size, out_size=size,
+                                clips_per_video=data.clips_per_video, seed=seed + epoch,
+                                box_scale=data.box_scale, skip_bad_samples=data.skip_bad_samples,
+                                host=host)[0]
+    description = f"{len(train_videos)} training videos, {len(held_out)} held out"
+  else:
+    train_records, held_out = _stills(data, workdir, "data.root")
+    unit_mean = mean_shape([r.landmarks for r in train_records])
+    identities = {r.identity for r in train_records if r.identity}
+    if data.kind == "still_clips":
+      clip_config = StillClipConfig(clip_length=data.clip_length, out_size=size,
+                                    box_scale=data.box_scale)
+
+      def make_epoch(epoch):
+        return still_clip_batch_dataset(train_records, data.batch_size, seed=seed + epoch,
+                                        clips_per_image=data.samples_per_image,
+                                        config=clip_config,
+                                        skip_bad_samples=data.skip_bad_samples, host=host)[0]
+    else:
+      def make_epoch(epoch):
+        dataset = image_batch_dataset(
+            train_records, size, data.batch_size, train=True, seed=seed + epoch,
+            samples_per_image=data.samples_per_image, box_scale=data.box_scale,
+            augmentation=Augmentation() if data.augment else None,
+            identity_disjoint=data.identity_disjoint, skip_bad_samples=data.skip_bad_samples,
+            host=host)[0]
+        return dataset.map(_add_time_axis)
+    description = (f"{len(train_records)} training images of {len(identities)} identities, "
+                   f"{len(held_out)} held out")
+
+  steps_per_epoch = len(make_epoch(0))
+  if steps_per_epoch == 0:
+    raise DataError(f"{resolve_root(data, workdir)}: not one full batch of {data.batch_size} "
+                    "per epoch")
+  total_steps = config.num_epochs * steps_per_epoch
+  train = grain.MapDataset.range(total_steps).map(_BatchOfStep(make_epoch, steps_per_epoch))
+  if config.eval.data.kind:
+    eval_data = build_eval_data(config.eval.data, config.eval, workdir, None, host)
+  else:
+    eval_data = build_eval_data(data, config.eval, workdir, held_out, host)
+  return StageData(train=train, steps_per_epoch=steps_per_epoch, eval=eval_data,
+                   mean_shape=mean_shape_in_crop(unit_mean, size, data.box_scale),
+                   num_identities=len(identities), description=description)
+
+
+def build_eval_data(data, eval_config, workdir: str, held_out: list | None = None,
+                    host: tuple[int, int] = (0, 1)) -> grain.MapDataset:
+  """Deterministic padded batches of `data`'s held-out split: every image once, centred; or
+  `eval_config.clips_per_video` forward clips per held-out video (a fixed seed)."""
+  if data.kind not in KINDS:
+    raise ValueError(f"eval.data.kind must be one of {KINDS}, got {data.kind!r}")
+  _check_clip_length(data)
+  videos = data.kind in ("300vw", "synthetic_videos")
+  if held_out is None:
+    held_out = (_videos if videos else _stills)(data, workdir, "eval.data.root")[1]
+  batch_size = eval_config.batch_size
+  if batch_size % host[1]:
+    raise ValueError(f"eval.batch_size {batch_size} must split evenly over {host[1]} processes")
+  if videos:
+    clips = sample_clips(held_out, data.clip_length, eval_config.clips_per_video,
+                         seed=12345, both_directions=False)
+    load = LoadClipBatch(held_out, data.clip_length, data.size, data.box_scale,
+                         identity_index(v.identity for v in held_out), data.skip_bad_samples)
+    batches, random, add_time = _padded(clips, batch_size, host), False, False
+  elif data.kind == "still_clips":
+    load = LoadStillClipBatch(held_out, StillClipConfig(clip_length=data.clip_length,
+                                                        out_size=data.size,
+                                                        box_scale=data.box_scale),
+                              identity_index(r.identity for r in held_out), data.skip_bad_samples)
+    batches, random, add_time = _padded(list(range(len(held_out))), batch_size, host), True, False
+  else:
+    load = LoadImageBatch(held_out, data.size, data.box_scale, None,
+                          identity_index(r.identity for r in held_out), data.skip_bad_samples)
+    batches, random, add_time = _padded(list(range(len(held_out))), batch_size, host), True, True
+  if eval_config.max_batches:
+    batches = batches[:eval_config.max_batches]
+  return grain.MapDataset.source(batches).map(_EvalBatch(load, random, add_time))
