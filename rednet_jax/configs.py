@@ -72,7 +72,7 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.model.dtype = "float32"
 
   c.optimizer = ml_collections.ConfigDict(dict(
-      learning_rate=0.01, momentum=0.9, decay_rate=0.8, decay_every_epochs=10,
+      name="sgd", learning_rate=0.01, momentum=0.9, decay_rate=0.8, decay_every_epochs=10,
       weight_decay=0.0))             # paper: SGD 0.9, lr 0.01 x0.8 every 10 epochs; no decay
 
   c.loss = ml_collections.ConfigDict()
@@ -123,9 +123,11 @@ def load_config(spec: str, overrides: list[str] = (),
                 configs_dir: str = CONFIGS_DIR) -> ml_collections.ConfigDict:
   """The config `experiments/run.py --config=SPEC --config.a=b ...` would get (for notebooks,
   sweeps and tests). `overrides` are 'a.b=v' strings."""
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values,
-                                  lock_config=True)
   argv = resolve_config_argument([sys.argv[0], f"--config={spec}"], configs_dir)
-  flag_values(argv + [f"--config.{o}" for o in overrides])
+  argv += [f"--config.{o}" for o in overrides]
+  flag_values = flags.FlagValues()
+  # config_flags finds the override flags in the argv it is given (default: sys.argv).
+  config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values,
+                                  lock_config=True, sys_argv=argv)
+  flag_values(argv)
   return flag_values.config

@@ -196,7 +196,8 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str) -> dict[str, An
   total_steps = config.num_epochs * data.steps_per_epoch
   tx, schedule = make_optimizer(
       config.optimizer.learning_rate, config.optimizer.momentum, config.optimizer.decay_rate,
-      config.optimizer.decay_every_epochs * data.steps_per_epoch, config.optimizer.weight_decay)
+      config.optimizer.decay_every_epochs * data.steps_per_epoch, config.optimizer.weight_decay,
+      config.optimizer.name)
   logging.info("[%s] %s; %d steps/epoch x %d epochs = %d steps; %d devices, %d processes",
                config.name, data.description, data.steps_per_epoch, config.num_epochs,
                total_steps, mesh.size, host[1])

@@ -33,14 +33,22 @@ class TrainState:
 
 
 def make_optimizer(learning_rate: float = 0.01, momentum: float = 0.9, decay_rate: float = 0.8,
-                   decay_every_steps: int = 1000, weight_decay: float = 0.0
+                   decay_every_steps: int = 1000, weight_decay: float = 0.0, name: str = "sgd"
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The paper's SGD: momentum 0.9, lr 0.01 multiplied by 0.8 every 10 epochs (pass
-  decay_every_steps = 10 * steps_per_epoch); weight decay is a field (the paper gives none)."""
+  decay_every_steps = 10 * steps_per_epoch); weight decay is a field (the paper gives none).
+  name='adam' (momentum is then Adam's b1) is not the paper's: it is there for short CPU runs,
+  where SGD at lr 0.01 needs far more steps than a few minutes give."""
   schedule = optax.exponential_decay(learning_rate, decay_every_steps, decay_rate,
                                      staircase=True)
+  if name == "sgd":
+    update = optax.sgd(schedule, momentum=momentum)
+  elif name == "adam":
+    update = optax.adam(schedule, b1=momentum)
+  else:
+    raise ValueError(f"optimizer.name must be 'sgd' (paper) or 'adam', got {name!r}")
   tx = optax.chain(optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
-                   optax.sgd(schedule, momentum=momentum))
+                   update)
   return tx, schedule
 
 

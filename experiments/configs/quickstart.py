@@ -33,14 +33,19 @@ def _stage(name: str, arg: str) -> ml_collections.ConfigDict:
   c.eval.data.synthetic = ml_collections.ConfigDict(dict(c.data.synthetic))
   c.eval.data.update(kind="synthetic_videos", clip_length=10)
   c.eval.batch_size, c.eval.clips_per_video = 4, 2
-  c.optimizer.decay_every_epochs = 1000      # a few epochs only: keep lr 0.01
+  # Not the paper's settings (those are in the *_stage configs): with SGD at lr 0.01 and 3-px
+  # targets, a few CPU minutes leave the model predicting background everywhere (measured:
+  # held-out NME stayed at the mean shape's). Adam and 5-px targets (10 px at 128) learn in
+  # minutes.
+  c.optimizer.update(name="adam", learning_rate=0.002, momentum=0.9, decay_every_epochs=1000)
+  c.loss.target_square = 5
   c.log_every_steps, c.checkpoint_every_steps = 10, 50
   if arg == "tiny":
     c.model.width, c.model.lstm_hidden, c.data.size = 1 / 16, 8, 32
     c.data.synthetic.update(num_identities=8, frames_per_identity=3, frames_per_video=12,
                             frame_size=48, eval_identities=2)
     c.eval.data.synthetic.update(c.data.synthetic)
-    c.eval.data.size, c.eval.clips_per_video, c.eval.batch_size = 32, 1, 2
+    c.eval.data.size, c.eval.clips_per_video, c.eval.batch_size = 32, 1, 4
     c.log_every_steps, c.checkpoint_every_steps = 2, 3
   return c
 
@@ -54,14 +59,19 @@ def get_config(arg: str = ""):
   c.image = _stage("image", arg)
   c.image.data.kind = "synthetic_stills"
   c.image.data.batch_size = 8
-  c.image.data.samples_per_image = 2
-  c.image.num_epochs = 2
+  c.image.data.samples_per_image = 4
+  c.image.num_epochs = 3
 
+  # Fine-tuning stages: Adam at the image stage's rate and the identity loss at weight 1 undid
+  # the landmarks (held-out NME 7.7 % -> 16.5 %, measured); a lower rate and a light identity
+  # term keep them.
   c.identity = _stage("identity", arg)
   c.identity.init_from = "image"
+  c.identity.optimizer.learning_rate = 3e-4
+  c.identity.loss.weights.identity = 0.1
   c.identity.data.kind = "synthetic_stills"
   c.identity.data.batch_size = 8
-  c.identity.data.samples_per_image = 1
+  c.identity.data.samples_per_image = 2
   c.identity.data.identity_disjoint = True
   c.identity.model.use_identity = True
   c.identity.num_epochs = 1
@@ -69,10 +79,12 @@ def get_config(arg: str = ""):
   c.video = _stage("video", arg)
   c.video.init_from = "identity"
   c.video.init_keep_fresh = (r"params/identity/logits/.*",)
+  c.video.optimizer.learning_rate = 3e-4
+  c.video.loss.weights.identity = 0.1
   c.video.data.kind = "synthetic_videos"
   c.video.data.clip_length = 10
   c.video.data.batch_size = 2
-  c.video.data.clips_per_video = 2
+  c.video.data.clips_per_video = 3
   c.video.data.augment = False
   c.video.model.use_identity = True
   c.video.model.use_temporal = True
@@ -80,6 +92,7 @@ def get_config(arg: str = ""):
   c.video.outputs = ("ced_plot", "refinement_figure", "overlay_video")
   if arg == "tiny":
     c.image.data.batch_size = c.identity.data.batch_size = 4
-    c.image.data.samples_per_image = 1
-    c.video.data.clips_per_video = 1
+    c.image.data.samples_per_image = c.identity.data.samples_per_image = 1
+    c.image.num_epochs = 2
+    c.video.data.clips_per_video, c.video.data.batch_size = 1, 4
   return c

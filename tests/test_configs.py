@@ -1,0 +1,51 @@
+"""Config resolution: bare names, paths, presets, overrides, and clear errors."""
+
+import os
+
+import pytest
+
+from rednet_jax.configs import CONFIGS_DIR, load_config, resolve_config_argument
+
+
+@pytest.mark.parametrize("name", ["image_stage", "identity_stage", "video_stage"])
+def test_stage_configs_have_the_papers_settings(name):
+  c = load_config(name)
+  assert c.optimizer.learning_rate == 0.01 and c.optimizer.momentum == 0.9
+  assert c.optimizer.decay_rate == 0.8 and c.optimizer.decay_every_epochs == 10
+  assert c.model.num_steps == 3 and tuple(c.model.feedback_squares) == (7, 5, 3)
+  assert c.data.size == 128 and c.model.width == 1.0
+  expected = {"image_stage": (30, False, False, ""), "identity_stage": (20, True, False, "image"),
+              "video_stage": (50, True, True, "identity")}[name]
+  assert (c.num_epochs, c.model.use_identity, c.model.use_temporal, c.init_from) == expected
+  if name == "video_stage":
+    assert c.data.clip_length == 10 and c.data.batch_size == 5 and c.data.clips_per_video == 100
+    assert c.data.kind == "300vw" and not c.data.augment
+
+
+def test_presets_overrides_and_linked_fields():
+  cpu = load_config("video_stage:cpu")
+  assert (cpu.model.width, cpu.data.size, cpu.model.num_steps) == (0.25, 64, 2)
+  c = load_config("video_stage:cpu", ["data.batch_size=8", "model.num_steps=4",
+                                      "data.num_landmarks=7"])
+  assert c.data.batch_size == 8
+  assert c.model.scan_unroll == 4            # follows num_steps
+  assert c.model.num_landmarks == 7          # follows data.num_landmarks
+  by_path = load_config(os.path.join(CONFIGS_DIR, "video_stage.py") + ":cpu")
+  assert by_path.to_dict() == cpu.to_dict()
+
+
+def test_unknown_field_preset_and_name_are_errors():
+  with pytest.raises(Exception, match="no_such_field"):
+    load_config("video_stage", ["data.no_such_field=1"])
+  with pytest.raises(Exception, match="unknown preset .gpu."):
+    load_config("video_stage:gpu")
+  with pytest.raises(ValueError, match=r"no config named 'vidoe_stage'.*video_stage"):
+    resolve_config_argument(["run.py", "--config=vidoe_stage"])
+
+
+def test_resolution_leaves_paths_and_other_flags_alone():
+  argv = ["run.py", "--config=quickstart:tiny", "--workdir=/x", "--config.seed=3"]
+  resolved = resolve_config_argument(argv)
+  assert resolved[1] == "--config=" + os.path.join(CONFIGS_DIR, "quickstart.py") + ":tiny"
+  assert resolved[2:] == argv[2:]
+  assert resolve_config_argument(["run.py", "--config=a/b.py:x"])[1] == "--config=a/b.py:x"

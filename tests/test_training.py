@@ -1,0 +1,146 @@
+"""The training loop end to end: the quickstart curriculum at a tiny size, kill -9 and resume,
+non-finite stops, missing data. Runs real training (a 32-px model), so each test takes tens of
+seconds."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import flax
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from data_pipelines.pts import DataError
+from rednet_jax import checkpoints
+from rednet_jax.configs import load_config
+from rednet_jax.train import NonFiniteLossError, train_and_evaluate, train_stage
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def saved_state(stage_checkpoints: str, step: int | None = None) -> dict:
+  manager = checkpoints.checkpoint_manager(stage_checkpoints)
+  step = manager.latest_step() if step is None else step
+  tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))["state"]
+  manager.close()
+  return tree
+
+
+def flat(tree):
+  return flax.traverse_util.flatten_dict(tree, sep="/")
+
+
+def test_quickstart_tiny_runs_all_stages_and_hands_weights_over(tmp_path):
+  config = load_config("quickstart:tiny")
+  results = train_and_evaluate(config, str(tmp_path))
+  assert list(results) == ["image", "identity", "video"]
+  for stage in results:
+    folder = tmp_path / stage
+    assert (folder / "final.json").exists() and (folder / "ced.png").stat().st_size > 0
+    assert saved_state(str(folder / "checkpoints"))["step"] > 0
+    lines = [json.loads(line) for line in open(folder / "metrics.jsonl")]
+    assert {line["split"] for line in lines} == {"train", "eval"}
+    assert all(np.isfinite(line["loss"]) for line in lines if line["split"] == "train")
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(folder / "tensorboard"))
+    assert 0 < results[stage]["nme_io"] < 100 and results[stage]["frames"] > 0
+  assert (tmp_path / "video" / "tracked.mp4").stat().st_size > 0
+  assert (tmp_path / "video" / "refinement.png").stat().st_size > 0
+  assert (tmp_path / "ced_by_stage.png").exists() and "| video |" in (
+      tmp_path / "summary.md").read_text()
+
+  # The identity stage started from the image stage: a parameter the identity stage never
+  # updates (f_REG's input stages are fed through stop_gradient... so use BN statistics' shape
+  # and the trained image-stage conv): every image-stage leaf was restored at its step-0 value.
+  image = flat(saved_state(str(tmp_path / "image" / "checkpoints"))["variables"])
+  identity_fresh_paths = {p for p in flat(saved_state(str(tmp_path / "identity" / "checkpoints"))
+                                          ["variables"]) if p not in image}
+  assert identity_fresh_paths == {"params/identity/logits/bias", "params/identity/logits/kernel"}
+
+  # A finished curriculum is not retrained: a second call returns the saved results at once.
+  stamp = os.path.getmtime(tmp_path / "video" / "final.json")
+  again = train_and_evaluate(config, str(tmp_path))
+  assert again["video"]["nme_io"] == results["video"]["nme_io"]
+  assert os.path.getmtime(tmp_path / "video" / "final.json") == stamp
+
+
+RESUME_CONFIG = """
+from rednet_jax.configs import load_config
+
+def get_config(arg=""):
+  c = load_config("quickstart:tiny").image
+  c.num_epochs = 4                      # 4 steps per epoch: 16 steps
+  c.checkpoint_every_steps = 4
+  c.log_every_steps = 1
+  c.outputs = ()
+  return c
+"""
+
+
+def run_training(config_path, workdir, **popen_kwargs):
+  return subprocess.Popen(
+      [sys.executable, os.path.join(REPO, "experiments", "run.py"), f"--config={config_path}",
+       f"--workdir={workdir}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+      env={**os.environ, "XLA_FLAGS": ""}, **popen_kwargs)
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_parameters(tmp_path):
+  config_path = tmp_path / "resume_config.py"
+  config_path.write_text(RESUME_CONFIG)
+  # Both runs share the rendered synthetic data; the uninterrupted one renders it.
+  straight = run_training(config_path, tmp_path / "straight")
+  output = straight.communicate(timeout=600)[0].decode()
+  assert straight.returncode == 0, output[-3000:]
+  os.symlink(tmp_path / "straight" / "synthetic", tmp_path / "synthetic")
+  os.makedirs(tmp_path / "killed")
+  os.symlink(tmp_path / "straight" / "synthetic", tmp_path / "killed" / "synthetic")
+
+  killed = run_training(config_path, tmp_path / "killed")
+  checkpoint_dir = tmp_path / "killed" / "image" / "checkpoints"
+  deadline = time.time() + 600
+  while not (checkpoint_dir / "8").exists():       # kill -9 after the second save, mid-run
+    assert killed.poll() is None and time.time() < deadline, "run ended before step 8"
+    time.sleep(0.05)
+  killed.send_signal(signal.SIGKILL)
+  killed.wait()
+  assert not (tmp_path / "killed" / "image" / "final.json").exists()
+  resumed = run_training(config_path, tmp_path / "killed")
+  output = resumed.communicate(timeout=600)[0].decode()
+  assert resumed.returncode == 0, output[-3000:]
+  assert "resumed from step" in output
+
+  a = saved_state(str(tmp_path / "straight" / "image" / "checkpoints"))
+  b = saved_state(str(checkpoint_dir))
+  assert int(a["step"]) == int(b["step"]) == 16
+  jax.tree.map(np.testing.assert_array_equal, a["variables"], b["variables"])
+  jax.tree.map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
+  # The log holds each step once: lines written after the last checkpoint were dropped.
+  steps = [json.loads(l)["step"] for l in open(tmp_path / "killed" / "image" / "metrics.jsonl")
+           if json.loads(l)["split"] == "train"]
+  assert steps == list(range(1, 17))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  config = load_config("quickstart:tiny").image
+  config.num_epochs, config.checkpoint_every_steps, config.outputs = 1, 2, ()
+  train_stage(config, str(tmp_path))                            # 4 good steps, saved at 2, 4
+  os.remove(tmp_path / "image" / "final.json")
+  # Resume with a learning rate that blows the parameters up on the next step.
+  config.num_epochs, config.optimizer.learning_rate = 2, 1e30
+  with pytest.raises(NonFiniteLossError, match=r"step 5: .*last good checkpoint \(step 4\)"):
+    train_stage(config, str(tmp_path))
+  manager = checkpoints.checkpoint_manager(str(tmp_path / "image" / "checkpoints"))
+  assert manager.latest_step() == 4
+  manager.close()
+  state = saved_state(str(tmp_path / "image" / "checkpoints"))
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state["variables"]))
+
+
+def test_missing_video_data_says_where_it_looked(tmp_path):
+  config = load_config("video_stage:cpu", [f"data.root={tmp_path / 'no_300vw_here'}"])
+  with pytest.raises(DataError, match=r"no_300vw_here.*--config\.data\.root="):
+    train_stage(config, str(tmp_path))
