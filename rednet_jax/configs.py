@@ -63,6 +63,7 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.model.scan_unroll = c.model.get_ref("num_steps")
   c.model.bn_stats_per_step = True   # the authors' released code keeps them per step
   c.model.use_temporal = False
+  c.model.temporal_residual = False  # paper: f_tRNN's output replaces C_pe; True adds it
   c.model.lstm_hidden = 256
   c.model.use_identity = False
   c.model.num_identities = -1        # -1: the number of identities in the training data
@@ -79,6 +80,10 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.loss.target_square = 3           # ours: ground-truth label-map square side (px)
   # f_REG's Euclidean loss at weight 1 diverges at lr 0.01 (measured); 0.01 trains stably.
   c.loss.weights = ml_collections.ConfigDict(dict(response=1.0, shape=0.01, identity=1.0))
+
+  # z_0 of frames after the first in training clips: the model's own previous prediction (the
+  # paper's video stage; what tracking feeds) or the previous ground truth (teacher forcing).
+  c.z0_in_training = "prediction"
 
   c.mesh = ml_collections.ConfigDict(dict(num_devices=-1, state_sharding="replicated"))
 

@@ -25,12 +25,15 @@ def zero_lstm_carry(batch_shape: tuple[int, ...], hidden: int) -> LSTMCarry:
 class TemporalLSTM(nn.Module):
   """RED-Net's f_tRNN: pool the pose/expression code to a vector (max-pool over the whole
   bottleneck, 4x4 at 128 px, keeping the argmax), run an LSTM over the T frames, project back to
-  the code's channels and unpool at the recorded positions. The result replaces C_pe.
+  the code's channels and unpool at the recorded positions. The result replaces C_pe (paper);
+  with `residual` it is added to C_pe instead, from a zero-initialised projection, so a model
+  fine-tuned from the identity stage starts out computing exactly what that stage computed.
 
   code: (B, T, h, w, C); carry: (c, h) each (B, hidden). Returns (new code, new carry); the carry
   makes a long video processable in chunks with identical results.
   """
   hidden: int = 256
+  residual: bool = False
 
   @nn.compact
   def __call__(self, code: jax.Array, carry: LSTMCarry) -> tuple[jax.Array, LSTMCarry]:
@@ -40,10 +43,11 @@ class TemporalLSTM(nn.Module):
     lstm = nn.scan(nn.OptimizedLSTMCell, variable_broadcast="params",
                    split_rngs={"params": False}, in_axes=1, out_axes=1)
     carry, hidden_states = lstm(self.hidden, name="lstm")(carry, sequence)
-    update = nn.Dense(c, name="proj")(hidden_states).astype(code.dtype)       # (B, T, C)
+    proj_init = nn.initializers.zeros if self.residual else nn.initializers.lecun_normal()
+    update = nn.Dense(c, kernel_init=proj_init, name="proj")(hidden_states).astype(code.dtype)
     one_hot = jax.nn.one_hot(index.reshape(b, t, c), h * w, dtype=code.dtype)  # (B, T, C, hw)
     unpooled = (one_hot * update[..., None]).reshape(b, t, c, h, w).transpose(0, 1, 3, 4, 2)
-    return unpooled, carry
+    return (code + unpooled if self.residual else unpooled), carry
 
 
 class IdentityHead(nn.Module):

@@ -171,7 +171,9 @@ def _init_variables(model, config, mesh: Mesh, mean_shape: np.ndarray):
   points = jnp.broadcast_to(jnp.asarray(mean_shape), (1, t, n, 2))
   init = jax.jit(lambda r: model.init({"params": r, "dropout": r}, frames, points),
                  out_shardings=NamedSharding(mesh, P()))
-  variables = init(jax.random.key(config.seed))
+  # "rbg" keys: XLA:CPU compiled this init 3x faster than with threefry (7.5 s vs 24.8 s,
+  # measured on the quickstart's video model); only the initial draw depends on it.
+  variables = init(jax.random.key(config.seed, impl="rbg"))
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
@@ -228,15 +230,17 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str) -> dict[str, An
                  ", ".join(sorted({p.rsplit("/", 1)[0] for p in fresh})) or "nothing")
   elif config.vgg16_weights:
     from rednet_jax.vgg_import import load_vgg16_into_encoder  # pylint: disable=g-import-not-at-top
-    params = load_vgg16_into_encoder(jax.device_get(state.params), config.vgg16_weights)
-    state = jax.device_put(TrainState(state.step, params, state.batch_stats, tx.init(params)),
-                           state_sharding)
+    loaded = load_vgg16_into_encoder(
+        jax.device_get({"params": state.params, "batch_stats": state.batch_stats}),
+        os.path.expanduser(config.vgg16_weights))
+    state = jax.device_put(TrainState(state.step, loaded["params"], loaded["batch_stats"],
+                                      tx.init(loaded["params"])), state_sharding)
     logging.info("[%s] encoder initialised from %s", config.name, config.vgg16_weights)
 
   train_step = make_train_step(model, tx, schedule, data.mean_shape, mesh,
                                target_square=config.loss.target_square,
                                loss_weights=dict(config.loss.weights), data_axis=DATA_AXIS,
-                               state_sharding=state_sharding)
+                               state_sharding=state_sharding, init_from=config.z0_in_training)
   eval_step = evaluation.make_eval_step(model, data.mean_shape, mesh, DATA_AXIS)
   by_batch = NamedSharding(mesh, P(DATA_AXIS))
 

@@ -3,8 +3,10 @@ donated and explicit shardings over a `jax.sharding.Mesh`, returning a flat dict
 
 The batch is what the loaders ship (uint8 crops and coordinates); normalisation, z_0 and the
 training targets are computed here, on the device. z_0 is the mean shape for the first frame of
-every clip and the previous frame's ground truth for the others (teacher forcing of the tracking
-protocol, which feeds the previous prediction at test time).
+every clip; for the others it is either the model's own prediction for the previous frame
+(`init_from="prediction"`, what the paper's video stage describes and what tracking feeds at
+test time; a forward pass without gradients, frame by frame, before the training pass) or the
+previous frame's ground truth (`"ground_truth"`, teacher forcing, cheaper).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from rednet_jax.evaluation import inter_ocular_errors
+from rednet_jax.evaluation import inter_ocular_errors, track_clip
 from rednet_jax.losses import rednet_v1_loss
 from rednet_jax.vgg_import import IMAGENET_MEAN, IMAGENET_STD
 
@@ -73,7 +75,8 @@ def inter_ocular_nme(points: jax.Array, landmarks: jax.Array, valid: jax.Array) 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mean_shape: np.ndarray, mesh: Mesh, *,
                     target_square: int = 3, loss_weights: dict[str, float] | None = None,
-                    data_axis: str = "data", state_sharding: Any = None):
+                    data_axis: str = "data", state_sharding: Any = None,
+                    init_from: str = "ground_truth"):
   """Returns jitted `train_step(state, batch, rng) -> (state, metrics)`.
 
   `mean_shape` (L, 2) is in crop pixels (`data_pipelines.face_crops.mean_shape_in_crop`): z_0
@@ -85,6 +88,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   Clips with valid False add nothing to the losses, but their frames still enter the BN batch
   statistics (the loaders fill them with zeros).
   """
+  if init_from not in ("ground_truth", "prediction"):
+    raise ValueError(f"init_from must be 'ground_truth' or 'prediction', got {init_from!r}")
   weights = dict(loss_weights or {})
   mean_shape = jnp.asarray(mean_shape, jnp.float32)
 
@@ -92,7 +97,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     frames = normalise_images(batch["image"])
     landmarks = batch["landmarks"]
     valid = batch["valid"]
-    init = initial_points(landmarks, mean_shape)
+    if init_from == "prediction" and frames.shape[1] > 1:
+      _, init = jax.lax.stop_gradient(track_clip(
+          model, {"params": state.params, "batch_stats": state.batch_stats}, frames, mean_shape,
+          batch.get("crop_matrix")))
+    else:
+      init = initial_points(landmarks, mean_shape)
 
     def loss_fn(params):
       outputs, updates = model.apply(

@@ -327,3 +327,25 @@ def test_any_size_divisible_by_32_including_non_square():
   assert out["logits"].shape == (2, 2, 3, 64, 96, L + 1)
   assert out["shape_residual"].shape == (2, 3, L, 2)
   assert out["carry"][0].shape == (2, 2, 8)
+
+
+def test_residual_temporal_module_starts_as_the_model_without_it():
+  """temporal_residual=True (not the paper's setting): with its zero-initialised projection, a
+  video-stage model computes exactly what the identity-stage model it was built from computes;
+  the paper's replacing f_tRNN does not."""
+  frames, init = clip_batch()
+  before = small_model()
+  variables = calibrate_batch_stats(before, init_variables(before))
+  expected = before.apply(variables, frames, init)["logits"]
+  for residual in (True, False):
+    after = small_model(use_temporal=True, temporal_residual=residual)
+    fresh = jax.jit(lambda r, m=after: m.init({"params": r, "dropout": r}, frames, init))(
+        jax.random.key(1))
+    merged = {col: flax.traverse_util.unflatten_dict({
+        **flax.traverse_util.flatten_dict(fresh[col]),
+        **flax.traverse_util.flatten_dict(variables[col])}) for col in ("params", "batch_stats")}
+    logits = after.apply(merged, frames, init)["logits"]
+    if residual:
+      np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    else:
+      assert not np.allclose(logits, expected, atol=1e-3)

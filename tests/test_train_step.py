@@ -24,7 +24,7 @@ def real_init(model, image_shape):
       jax.random.key(0))
 
 
-def setup(num_devices, weight_decay=0.0, state_sharding="replicated"):
+def setup(num_devices, weight_decay=0.0, state_sharding="replicated", init_from="ground_truth"):
   model = build_model(dict(name="rednet_v1", num_landmarks=L, width=1 / 16, num_steps=2,
                            scan_unroll=2, use_identity=True, num_identities=4,
                            use_shape_regression=True, lstm_hidden=8, use_temporal=True))
@@ -42,7 +42,7 @@ def setup(num_devices, weight_decay=0.0, state_sharding="replicated"):
   shardings = shard_state(state, mesh, state_sharding)
   state = jax.device_put(state, shardings)
   step = make_train_step(model, tx, schedule, mean_shape, mesh, loss_weights={"shape": 0.01},
-                         state_sharding=shardings)
+                         state_sharding=shardings, init_from=init_from)
   return step, state, batch
 
 
@@ -87,6 +87,22 @@ def test_fsdp_state_sharding_matches_replicated():
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5),
                new_r.params, new_f.params)
   assert new_f.params["spatial"]["encoder"]["conv5_3"]["conv"]["kernel"].sharding == kernel.sharding
+
+
+def test_z0_from_own_predictions_in_training():
+  """init_from='prediction' feeds frames after the first the model's own tracked shape
+  (`track_clip`, tested in test_evaluation.py): with one-frame clips both modes are the same
+  step (z_0 = mean shape); with two frames they differ."""
+  step_p, state_p, batch = setup(1, init_from="prediction")
+  step_g, state_g, _ = setup(1)
+  _, m_p = step_p(jax.tree.map(jnp.copy, state_p), batch, jax.random.key(0))
+  _, m_g = step_g(jax.tree.map(jnp.copy, state_g), batch, jax.random.key(0))
+  assert np.isfinite(float(m_p["loss"])) and not np.isclose(m_p["loss"], m_g["loss"])
+  single = {k: v[:, :1] if k in ("image", "landmarks") else v for k, v in batch.items()}
+  _, m_p = step_p(jax.tree.map(jnp.copy, state_p), single, jax.random.key(0))
+  _, m_g = step_g(jax.tree.map(jnp.copy, state_g), single, jax.random.key(0))
+  for key in m_g:
+    np.testing.assert_allclose(m_p[key], m_g[key], rtol=1e-6, err_msg=key)
 
 
 def test_invalid_clips_do_not_change_the_update():

@@ -53,9 +53,8 @@ def test_quickstart_tiny_runs_all_stages_and_hands_weights_over(tmp_path):
   assert (tmp_path / "ced_by_stage.png").exists() and "| video |" in (
       tmp_path / "summary.md").read_text()
 
-  # The identity stage started from the image stage: a parameter the identity stage never
-  # updates (f_REG's input stages are fed through stop_gradient... so use BN statistics' shape
-  # and the trained image-stage conv): every image-stage leaf was restored at its step-0 value.
+  # Every leaf of the identity stage but its classifier existed in the image stage (the
+  # hand-over's leaf-by-leaf equality is tested in test_checkpoints.py).
   image = flat(saved_state(str(tmp_path / "image" / "checkpoints"))["variables"])
   identity_fresh_paths = {p for p in flat(saved_state(str(tmp_path / "identity" / "checkpoints"))
                                           ["variables"]) if p not in image}
@@ -95,7 +94,6 @@ def test_kill_9_then_resume_gives_the_uninterrupted_parameters(tmp_path):
   straight = run_training(config_path, tmp_path / "straight")
   output = straight.communicate(timeout=600)[0].decode()
   assert straight.returncode == 0, output[-3000:]
-  os.symlink(tmp_path / "straight" / "synthetic", tmp_path / "synthetic")
   os.makedirs(tmp_path / "killed")
   os.symlink(tmp_path / "straight" / "synthetic", tmp_path / "killed" / "synthetic")
 
@@ -144,3 +142,30 @@ def test_missing_video_data_says_where_it_looked(tmp_path):
   config = load_config("video_stage:cpu", [f"data.root={tmp_path / 'no_300vw_here'}"])
   with pytest.raises(DataError, match=r"no_300vw_here.*--config\.data\.root="):
     train_stage(config, str(tmp_path))
+
+
+def test_stage_chain_from_vgg16_weights_through_the_trainer(tmp_path):
+  """image stage from a local VGG-16 file, then the identity stage from the image stage, both
+  at learning rate 0 so the saved checkpoints show what each stage started from: the encoder
+  holds VGG's kernels, and the identity stage holds every image-stage parameter plus a fresh
+  classifier."""
+  config = load_config("quickstart:tiny")
+  image, identity = config.image, config.identity
+  image.vgg16_weights = os.path.join(REPO, "tests", "fixtures", "vgg16_w16.pt")
+  for stage in (image, identity):
+    stage.optimizer.learning_rate, stage.num_epochs, stage.outputs = 0.0, 1, ()
+  train_stage(image, str(tmp_path))
+  image_params = saved_state(str(tmp_path / "image" / "checkpoints"))["variables"]["params"]
+  reference = np.load(os.path.join(REPO, "tests", "fixtures", "vgg16_w16.npz"))
+  kernel = image_params["spatial"]["encoder"]["conv1_2"]["conv"]["kernel"]   # (3, 3, in, out)
+  np.testing.assert_allclose(kernel, reference["features.2.weight"].transpose(2, 3, 1, 0),
+                             rtol=1e-6)
+
+  train_stage(identity, str(tmp_path))
+  identity_params = flat(saved_state(str(tmp_path / "identity" / "checkpoints"))["variables"]
+                         ["params"])
+  image_params = flat(image_params)
+  assert set(identity_params) - set(image_params) == {"identity/logits/bias",
+                                                       "identity/logits/kernel"}
+  for path, value in image_params.items():
+    np.testing.assert_array_equal(identity_params[path], value, err_msg=path)

@@ -53,6 +53,7 @@ class SpatialStep(nn.Module):
   num_landmarks: int
   width: float
   use_temporal: bool
+  temporal_residual: bool
   lstm_hidden: int
   max_square: int
   bn_momentum: float
@@ -71,7 +72,8 @@ class SpatialStep(nn.Module):
                                        name="encoder")(x.astype(self.dtype), self.train)
     identity_code, pose_code = jnp.split(code, 2, axis=-1)
     if self.use_temporal:
-      pose_code, lstm_carry = TemporalLSTM(self.lstm_hidden, name="temporal")(
+      pose_code, lstm_carry = TemporalLSTM(self.lstm_hidden, self.temporal_residual,
+                                           name="temporal")(
           pose_code.reshape(b, t, *pose_code.shape[1:]), lstm_carry)
       pose_code = pose_code.reshape(b * t, *pose_code.shape[2:])
     decoded = VGG16Decoder(self.num_landmarks + 1, self.width, self.bn_momentum, self.dtype,
@@ -92,6 +94,7 @@ class RedNetV1(nn.Module):
   scan_unroll: int = 1                    # nn.scan unroll; = num_steps for CPU training (NOTES.md)
   bn_stats_per_step: bool = True          # own BN running statistics per spatial step
   use_temporal: bool = False              # f_tRNN
+  temporal_residual: bool = False         # f_tRNN output added to C_pe (paper: replaces it)
   lstm_hidden: int = 256
   use_identity: bool = False              # f_CLS
   num_identities: int = 0
@@ -197,7 +200,8 @@ class RedNetV1(nn.Module):
 
   def _step_fields(self, train: bool) -> dict[str, Any]:
     return dict(num_landmarks=self.num_landmarks, width=self.width,
-                use_temporal=self.use_temporal, lstm_hidden=self.lstm_hidden,
+                use_temporal=self.use_temporal, temporal_residual=self.temporal_residual,
+                lstm_hidden=self.lstm_hidden,
                 max_square=max(self.feedback_squares), bn_momentum=self.bn_momentum,
                 dtype=self.dtype, train=train)
 
