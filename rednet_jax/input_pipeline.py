@@ -19,6 +19,7 @@ therefore the data position that a checkpoint saves.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 from typing import Any, Callable
@@ -184,6 +185,24 @@ def _check_clip_length(data) -> None:
                      f"got {data.clip_length}")
 
 
+def _clip_epoch(epoch: int, videos, seed: int, host, kwargs) -> grain.MapDataset:
+  return clip_batch_dataset(videos, seed=seed + epoch, host=host, **kwargs)[0]
+
+
+def _still_clip_epoch(epoch: int, records, seed: int, host, kwargs) -> grain.MapDataset:
+  rest = {k: v for k, v in kwargs.items() if k != "batch_size"}
+  return still_clip_batch_dataset(records, kwargs["batch_size"], seed=seed + epoch, host=host,
+                                  **rest)[0]
+
+
+def _image_epoch(epoch: int, records, seed: int, host, kwargs) -> grain.MapDataset:
+  batch_size, out_size = kwargs["batch_size"], kwargs["out_size"]
+  rest = {k: v for k, v in kwargs.items() if k not in ("batch_size", "out_size")}
+  dataset = image_batch_dataset(records, out_size, batch_size, seed=seed + epoch, host=host,
+                                **rest)[0]
+  return dataset.map(_add_time_axis)
+
+
 def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> StageData:
   """Training and evaluation data of one stage (see the module docstring). `config.eval.data`,
   when its kind is set, is evaluated instead of the training data's held-out split (so stages
@@ -195,41 +214,37 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
   if data.batch_size % host[1]:
     raise ValueError(f"data.batch_size {data.batch_size} must split evenly over {host[1]} "
                      "processes")
+  # Epoch builders are partials of module-level functions: Grain pickles them into workers.
   seed, size = config.seed, data.size
   if data.kind in ("300vw", "synthetic_videos"):
     train_videos, held_out = _videos(data, workdir, "data.root")
     unit_mean = mean_shape(np.concatenate([v.landmarks for v in train_videos]))
     identities = {v.identity for v in train_videos}
-
-    def make_epoch(epoch):
-      return clip_batch_dataset(train_videos, clip_length=data.clip_length,
-                                batch_size=data.batch_size, out_size=size,
-                                clips_per_video=data.clips_per_video, seed=seed + epoch,
-                                box_scale=data.box_scale, skip_bad_samples=data.skip_bad_samples,
-                                host=host)[0]
+    make_epoch = functools.partial(
+        _clip_epoch, videos=train_videos, seed=seed, host=host, kwargs=dict(
+            clip_length=data.clip_length, batch_size=data.batch_size, out_size=size,
+            clips_per_video=data.clips_per_video, box_scale=data.box_scale,
+            skip_bad_samples=data.skip_bad_samples))
     description = f"{len(train_videos)} training videos, {len(held_out)} held out"
   else:
     train_records, held_out = _stills(data, workdir, "data.root")
     unit_mean = mean_shape([r.landmarks for r in train_records])
     identities = {r.identity for r in train_records if r.identity}
     if data.kind == "still_clips":
-      clip_config = StillClipConfig(clip_length=data.clip_length, out_size=size,
-                                    box_scale=data.box_scale)
-
-      def make_epoch(epoch):
-        return still_clip_batch_dataset(train_records, data.batch_size, seed=seed + epoch,
-                                        clips_per_image=data.samples_per_image,
-                                        config=clip_config,
-                                        skip_bad_samples=data.skip_bad_samples, host=host)[0]
+      make_epoch = functools.partial(
+          _still_clip_epoch, records=train_records, seed=seed, host=host, kwargs=dict(
+              batch_size=data.batch_size, clips_per_image=data.samples_per_image,
+              config=StillClipConfig(clip_length=data.clip_length, out_size=size,
+                                     box_scale=data.box_scale),
+              skip_bad_samples=data.skip_bad_samples))
     else:
-      def make_epoch(epoch):
-        dataset = image_batch_dataset(
-            train_records, size, data.batch_size, train=True, seed=seed + epoch,
-            samples_per_image=data.samples_per_image, box_scale=data.box_scale,
-            augmentation=Augmentation() if data.augment else None,
-            identity_disjoint=data.identity_disjoint, skip_bad_samples=data.skip_bad_samples,
-            host=host)[0]
-        return dataset.map(_add_time_axis)
+      make_epoch = functools.partial(
+          _image_epoch, records=train_records, seed=seed, host=host, kwargs=dict(
+              out_size=size, batch_size=data.batch_size, train=True,
+              samples_per_image=data.samples_per_image, box_scale=data.box_scale,
+              augmentation=Augmentation() if data.augment else None,
+              identity_disjoint=data.identity_disjoint,
+              skip_bad_samples=data.skip_bad_samples))
     description = (f"{len(train_records)} training images of {len(identities)} identities, "
                    f"{len(held_out)} held out")
 

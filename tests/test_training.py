@@ -75,6 +75,7 @@ def get_config(arg=""):
   c.num_epochs = 4                      # 4 steps per epoch: 16 steps
   c.checkpoint_every_steps = 4
   c.log_every_steps = 1
+  c.data.workers = 2                    # the iterator state of worker processes is saved too
   c.outputs = ()
   return c
 """

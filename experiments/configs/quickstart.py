@@ -32,7 +32,7 @@ def _stage(name: str, arg: str) -> ml_collections.ConfigDict:
   c.eval.data = ml_collections.ConfigDict(dict(c.data))
   c.eval.data.synthetic = ml_collections.ConfigDict(dict(c.data.synthetic))
   c.eval.data.update(kind="synthetic_videos", clip_length=10)
-  c.eval.batch_size, c.eval.clips_per_video = 4, 2
+  c.eval.batch_size, c.eval.clips_per_video = 4, 5
   # Not the paper's settings (those are in the *_stage configs): with SGD at lr 0.01 and 3-px
   # targets, a few CPU minutes leave the model predicting background everywhere (measured:
   # held-out NME stayed at the mean shape's). Adam and 5-px targets (10 px at 128) learn in
@@ -79,12 +79,17 @@ def get_config(arg: str = ""):
   c.video = _stage("video", arg)
   c.video.init_from = "identity"
   c.video.init_keep_fresh = (r"params/identity/logits/.*",)
-  c.video.optimizer.learning_rate = 1e-3    # f_tRNN is new and replaces C_pe: more to learn
+  c.video.optimizer.learning_rate = 3e-4
+  # Not the paper's f_tRNN (which replaces C_pe): added to C_pe from a zero-initialised
+  # projection, the video stage starts where the identity stage ended. Measured on the same
+  # 80 held-out frames after the same 84 steps: 6.79 % residual vs 6.99 % replacing
+  # (identity stage: 6.94 %).
+  c.video.model.temporal_residual = True
   c.video.loss.weights.identity = 0.1
   c.video.data.kind = "synthetic_videos"
   c.video.data.clip_length = 10
   c.video.data.batch_size = 2
-  c.video.data.clips_per_video = 4
+  c.video.data.clips_per_video = 3
   c.video.data.augment = False
   c.video.model.use_identity = True
   c.video.model.use_temporal = True
