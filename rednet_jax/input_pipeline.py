@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import shutil
 from typing import Any, Callable
 
 import grain
 import numpy as np
+from absl import logging
 
 from data_pipelines import synthetic
 from data_pipelines.batching import identity_index
@@ -108,16 +110,27 @@ def _require_dir(root: str, what: str, field: str) -> None:
                     "(see README, 'Data')")
 
 
-def _render_once(root: str, render: Callable[[str], Any]) -> None:
-  """Renders synthetic data into `root` unless a complete copy is there (a `COMPLETE` marker,
-  written last; a half-written folder from a killed run is replaced)."""
-  if os.path.exists(os.path.join(root, "COMPLETE")):
+def _render_once(root: str, settings: dict, render: Callable[[str], Any]) -> None:
+  """Renders synthetic data into `root` unless a complete copy with the same `settings` is
+  there (a `COMPLETE` file holding them, written last; a half-written folder from a killed run
+  is replaced). A copy rendered with other settings is an error, not silently reused."""
+  marker = os.path.join(root, "COMPLETE")
+  if os.path.exists(marker):
+    with open(marker, encoding="utf-8") as f:
+      try:
+        saved = json.load(f)
+      except json.JSONDecodeError:
+        saved = "unknown settings"
+    if saved != settings:
+      raise DataError(f"{root}: synthetic data rendered with {saved}, the config asks for "
+                      f"{settings}; delete the folder or set data.root elsewhere")
     return
   partial = root + ".partial"
   shutil.rmtree(partial, ignore_errors=True)
   os.makedirs(partial)
   render(partial)
-  open(os.path.join(partial, "COMPLETE"), "w").close()
+  with open(os.path.join(partial, "COMPLETE"), "w", encoding="utf-8") as f:
+    json.dump(settings, f)
   shutil.rmtree(root, ignore_errors=True)
   os.replace(partial, root)
 
@@ -137,7 +150,7 @@ def _stills(data, workdir: str, field: str) -> tuple[list[FaceRecord], list[Face
   root = resolve_root(data, workdir)
   if data.kind == "synthetic_stills":
     s = data.synthetic
-    _render_once(root, lambda out: synthetic.write_image_folder_layout(
+    _render_once(root, s.to_dict(), lambda out: synthetic.write_image_folder_layout(
         out, s.num_identities, s.frames_per_identity, val_identities=s.eval_identities,
         seed=s.seed, config=_synthetic_config(data)))
   _require_dir(root, f"{data.kind} data", field)
@@ -150,7 +163,7 @@ def _stills(data, workdir: str, field: str) -> tuple[list[FaceRecord], list[Face
                                          split=data.eval_split or None,
                                          skip_bad_samples=data.skip_bad_samples)
   for message in bad.messages + bad_eval.messages:
-    print(f"skipped: {message}")
+    logging.warning("skipped: %s", message)
   if not train or not held_out:
     raise DataError(f"{root}: the training split has {len(train)} images and the held-out one "
                     f"{len(held_out)}; both must be non-empty")
@@ -161,13 +174,13 @@ def _videos(data, workdir: str, field: str) -> tuple[list[VideoRecord], list[Vid
   root = resolve_root(data, workdir)
   if data.kind == "synthetic_videos":
     s = data.synthetic
-    _render_once(root, lambda out: synthetic.write_300vw_layout(
+    _render_once(root, s.to_dict(), lambda out: synthetic.write_300vw_layout(
         out, s.num_identities, seed=s.seed, config=_synthetic_config(data)))
   _require_dir(root, f"{data.kind} data", field)
   videos, bad = read_300vw(root, num_points=data.num_landmarks,
                            skip_bad_samples=data.skip_bad_samples)
   for message in bad.messages:
-    print(f"skipped: {message}")
+    logging.warning("skipped: %s", message)
   if data.kind == "synthetic_videos":
     # The last eval_identities videos (one per identity) are held out.
     n = data.synthetic.eval_identities
@@ -279,6 +292,14 @@ def build_eval_data(data, eval_config, workdir: str, held_out: list | None = Non
   if videos:
     clips = sample_clips(held_out, data.clip_length, eval_config.clips_per_video,
                          seed=12345, both_directions=False)
+    # Round robin over the videos, so every batch (and the figures drawn from the first one)
+    # shows different people.
+    seen: dict[int, int] = {}
+    ranked = []
+    for clip in clips:
+      seen[clip.video] = seen.get(clip.video, -1) + 1
+      ranked.append((seen[clip.video], clip.video, clip))
+    clips = [clip for _, _, clip in sorted(ranked, key=lambda r: r[:2])]
     load = LoadClipBatch(held_out, data.clip_length, data.size, data.box_scale,
                          identity_index(v.identity for v in held_out), data.skip_bad_samples)
     batches, random, add_time = _padded(clips, batch_size, host), False, False

@@ -73,3 +73,20 @@ def test_keep_fresh_leaves_are_not_restored(tmp_path):
   for path, value in restored_flat.items():
     expected = fresh_flat[path] if path in new_paths else trained_flat[path]
     np.testing.assert_array_equal(value, expected, err_msg=path)
+
+
+def test_a_save_cut_off_midway_is_ignored_and_cleaned_up(tmp_path):
+  """kill -9 during a save leaves Orbax's temporary folder behind: the next manager must
+  resume from the last complete step and remove the leftover."""
+  variables = init_variables(small_model())
+  manager = checkpoint_manager(str(tmp_path))
+  save(manager, 1, {"variables": variables, "step": jnp.int32(1)})
+  manager.close()
+  leftover = tmp_path / "2.orbax-checkpoint-tmp-1234567890"
+  (leftover / "state").mkdir(parents=True)
+  (leftover / "state" / "half_written").write_bytes(b"\0" * 10)
+  manager = checkpoint_manager(str(tmp_path))
+  assert manager.latest_step() == 1 and manager.all_steps() == [1]
+  back = restore(manager, {"variables": variables, "step": jnp.int32(0)})
+  assert int(back["step"]) == 1
+  assert not leftover.exists()

@@ -170,3 +170,13 @@ def test_stage_chain_from_vgg16_weights_through_the_trainer(tmp_path):
                                                        "identity/logits/kernel"}
   for path, value in image_params.items():
     np.testing.assert_array_equal(identity_params[path], value, err_msg=path)
+
+
+def test_synthetic_data_rendered_with_other_settings_is_not_reused(tmp_path):
+  from rednet_jax.input_pipeline import _render_once
+  calls = []
+  _render_once(str(tmp_path / "d"), {"n": 1}, lambda out: calls.append(out))
+  _render_once(str(tmp_path / "d"), {"n": 1}, lambda out: calls.append(out))
+  assert len(calls) == 1 and (tmp_path / "d" / "COMPLETE").exists()
+  with pytest.raises(DataError, match=r"d: synthetic data rendered with \{'n': 1\}"):
+    _render_once(str(tmp_path / "d"), {"n": 2}, lambda out: calls.append(out))
