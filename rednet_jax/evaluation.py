@@ -16,15 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-FAILURE_THRESHOLD = 0.10     # the papers' failure: NME above 10 % of the inter-ocular distance
-
+from rednet_jax import metrics
 
 def inter_ocular_errors(points: jax.Array, landmarks: jax.Array) -> jax.Array:
-  """Per-shape mean point-to-point error / outer-eye-corner distance (68 points: 36 and 45;
-  7 points: 0 and 3), as a fraction; shapes (..., L, 2) -> (...)."""
-  left, right = (36, 45) if landmarks.shape[-2] == 68 else (0, 3)
-  distance = jnp.linalg.norm(landmarks[..., left, :] - landmarks[..., right, :], axis=-1)
-  return jnp.linalg.norm(points - landmarks, axis=-1).mean(-1) / jnp.maximum(distance, 1e-6)
+  """Per-shape inter-ocular NME as a fraction (`metrics.normalised_errors`, 'io')."""
+  return metrics.normalised_errors(points, landmarks, "io")
 
 
 def _affine(matrix: jax.Array, points: jax.Array) -> jax.Array:
@@ -85,15 +81,9 @@ def make_eval_step(model: nn.Module, mean_shape: np.ndarray, mesh: Mesh,
 
 
 def summarise_errors(errors: np.ndarray) -> dict[str, float]:
-  """Metrics of per-frame inter-ocular errors (fractions): mean NME and failure rate at 10 %
-  in %, and the area under the CED up to 10 % (0..1)."""
-  errors = np.asarray(errors, np.float64)
-  thresholds = np.linspace(0.0, FAILURE_THRESHOLD, 201)
-  ced = (errors[None, :] <= thresholds[:, None]).mean(axis=1)
-  return {"nme_io": 100 * float(errors.mean()),
-          "fr10_io": 100 * float((errors > FAILURE_THRESHOLD).mean()),
-          "auc10_io": float(np.trapezoid(ced, thresholds) / FAILURE_THRESHOLD),
-          "frames": int(errors.size)}
+  """`metrics.summarise` of per-frame inter-ocular errors: nme_io, fr08/fr10_io (%),
+  auc08/auc10_io, frames."""
+  return metrics.summarise(errors, "io")
 
 
 def evaluate(eval_step, variables: Any, batches: Iterable[dict], to_global) -> tuple[dict, dict]:
