@@ -18,11 +18,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from rednet_jax import metrics
 
-def inter_ocular_errors(points: jax.Array, landmarks: jax.Array) -> jax.Array:
-  """Per-shape inter-ocular NME as a fraction (`metrics.normalised_errors`, 'io')."""
-  return metrics.normalised_errors(points, landmarks, "io")
-
-
 def _affine(matrix: jax.Array, points: jax.Array) -> jax.Array:
   return points @ matrix[..., :2].swapaxes(-1, -2) + matrix[..., None, :, 2]
 
@@ -72,18 +67,12 @@ def make_eval_step(model: nn.Module, mean_shape: np.ndarray, mesh: Mesh,
   def eval_step(variables, batch):
     points, inits = track_clip(model, variables, normalise_images(batch["image"]), mean_shape,
                                batch.get("crop_matrix"))
-    return {"errors": inter_ocular_errors(points[-1], batch["landmarks"]),
+    return {"errors": metrics.normalised_errors(points[-1], batch["landmarks"], "io"),
             "valid": batch["valid"], "points": points, "init_points": inits}
 
   # Outputs are gathered to every process (small), so any host can summarise and draw.
   replicated, by_batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
   return jax.jit(eval_step, in_shardings=(replicated, by_batch), out_shardings=replicated)
-
-
-def summarise_errors(errors: np.ndarray) -> dict[str, float]:
-  """`metrics.summarise` of per-frame inter-ocular errors: nme_io, fr08/fr10_io (%),
-  auc08/auc10_io, frames."""
-  return metrics.summarise(errors, "io")
 
 
 def evaluate(eval_step, variables: Any, batches: Iterable[dict], to_global) -> tuple[dict, dict]:
@@ -101,4 +90,4 @@ def evaluate(eval_step, variables: Any, batches: Iterable[dict], to_global) -> t
   if not errors:
     raise ValueError("the evaluation set is empty")
   details["errors"] = np.concatenate(errors)
-  return summarise_errors(details["errors"]), details
+  return metrics.summarise(details["errors"], "io"), details

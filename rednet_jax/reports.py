@@ -9,6 +9,8 @@ import cv2
 import matplotlib
 import numpy as np
 
+from rednet_jax import metrics
+
 matplotlib.use("Agg")  # files only; no display on training machines
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -21,7 +23,7 @@ def ced_plot(errors_by_name: dict[str, np.ndarray], path: str, max_error: float 
   for name, errors in errors_by_name.items():
     errors = np.asarray(errors)
     ced = (errors[None, :] <= thresholds[:, None]).mean(axis=1)
-    auc = np.trapezoid(ced, thresholds) / max_error
+    auc = metrics.ced_auc(errors, max_error)      # the number the summaries report
     ax.plot(100 * thresholds, ced, label=f"{name} (NME {100 * errors.mean():.2f} %, "
                                          f"AUC@{100 * max_error:.0f} {auc:.3f})")
   ax.set_xlabel("NME (% of inter-ocular distance)")

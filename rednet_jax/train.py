@@ -110,8 +110,7 @@ def _write_curriculum_summary(config, results: dict[str, dict], workdir: str) ->
   table = "\n".join(lines)
   with open(os.path.join(workdir, "summary.md"), "w", encoding="utf-8") as f:
     f.write(table + "\n")
-  logging.info("curriculum results (held-out):\n%s", table)
-  print(table, flush=True)
+  print("curriculum results (held-out):\n" + table, flush=True)
 
 
 class _Log:

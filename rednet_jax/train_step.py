@@ -21,7 +21,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from rednet_jax.evaluation import inter_ocular_errors, track_clip
+from rednet_jax import metrics
+from rednet_jax.evaluation import track_clip
 from rednet_jax.losses import rednet_v1_loss
 from rednet_jax.vgg_import import IMAGENET_MEAN, IMAGENET_STD
 
@@ -66,8 +67,8 @@ def initial_points(landmarks: jax.Array, mean_shape: jax.Array) -> jax.Array:
 
 
 def inter_ocular_nme(points: jax.Array, landmarks: jax.Array, valid: jax.Array) -> jax.Array:
-  """Mean inter-ocular NME over the frames of valid clips, in % (`evaluation`'s definition)."""
-  error = inter_ocular_errors(points, landmarks)
+  """Mean inter-ocular NME over the frames of valid clips, in % (`metrics`' definition)."""
+  error = metrics.normalised_errors(points, landmarks, "io")
   weights = valid[:, None].astype(jnp.float32) * jnp.ones_like(error)
   return 100 * jnp.sum(error * weights) / jnp.maximum(weights.sum(), 1.0)
 
@@ -116,11 +117,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()},
+    measured = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()},
                "nme_io": inter_ocular_nme(outputs["points"][-1], landmarks, valid),
                "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
                "learning_rate": schedule(state.step), "valid_clips": valid.sum()}
-    return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
+    return TrainState(state.step + 1, params, batch_stats, opt_state), measured
 
   replicated = NamedSharding(mesh, P())
   by_batch = NamedSharding(mesh, P(data_axis))

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rednet_jax import reports
-from rednet_jax.evaluation import inter_ocular_errors, summarise_errors, track_clip
+from rednet_jax.evaluation import track_clip
+from rednet_jax.metrics import normalised_errors, summarise
 from test_train_step import L, real_init
 from rednet_jax.models import build_model
 
@@ -43,9 +44,9 @@ def test_track_clip_feeds_each_frame_the_previous_prediction_moved_into_its_crop
 def test_error_metrics_on_known_values():
   landmarks = np.zeros((68, 2), np.float32)
   landmarks[45, 0] = 100.0                                   # outer eye corners 100 px apart
-  errors = inter_ocular_errors(jnp.asarray(landmarks + [6.0, 8.0]), jnp.asarray(landmarks))
+  errors = normalised_errors(jnp.asarray(landmarks + [6.0, 8.0]), jnp.asarray(landmarks), "io")
   np.testing.assert_allclose(errors, 0.10, rtol=1e-6)        # 10 px / 100 px
-  m = summarise_errors(np.array([0.02, 0.04, 0.12, 0.06]))
+  m = summarise(np.array([0.02, 0.04, 0.12, 0.06]), "io")
   assert np.isclose(m["nme_io"], 6.0) and np.isclose(m["fr10_io"], 25.0) and m["frames"] == 4
   # AUC@10: mean over frames of (1 - e / 0.1) for e below 0.1 = (0.8 + 0.6 + 0 + 0.4) / 4.
   assert abs(m["auc10_io"] - 0.45) < 0.01
