@@ -118,9 +118,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     measured = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()},
-               "nme_io": inter_ocular_nme(outputs["points"][-1], landmarks, valid),
-               "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
-               "learning_rate": schedule(state.step), "valid_clips": valid.sum()}
+                "nme_io": inter_ocular_nme(outputs["points"][-1], landmarks, valid),
+                "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
+                "learning_rate": schedule(state.step), "valid_clips": valid.sum()}
     return TrainState(state.step + 1, params, batch_stats, opt_state), measured
 
   replicated = NamedSharding(mesh, P())
