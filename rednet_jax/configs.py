@@ -28,6 +28,7 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.name = name                      # folder under the workdir
   c.seed = 0
   c.num_epochs = 1
+  c.total_steps = 0                  # > 0: stop after this many steps instead of num_epochs
   c.init_from = ""                   # previous stage: a stage name in this workdir, or a path
   c.init_keep_fresh = ()             # regexes of leaves not taken from init_from
   c.vgg16_weights = ""               # torch .pt or Keras .h5 VGG-16 (paper: ImageNet init)
@@ -48,6 +49,7 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.data.augment = True              # paper: scale 0.9-1.1, +-15 deg, +-7 px, flip (images)
   c.data.identity_disjoint = False   # no identity twice in a batch (paper: video stage)
   c.data.skip_bad_samples = False
+  c.data.occluder_prob = 0.5         # still_clips: share of clips crossed by a moving occluder
   c.data.workers = 2                 # Grain worker processes (0: decode in the main process)
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_identities=40, frames_per_identity=20, frames_per_video=60, frame_size=128,

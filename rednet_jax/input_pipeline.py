@@ -248,7 +248,8 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
           _still_clip_epoch, records=train_records, seed=seed, host=host, kwargs=dict(
               batch_size=data.batch_size, clips_per_image=data.samples_per_image,
               config=StillClipConfig(clip_length=data.clip_length, out_size=size,
-                                     box_scale=data.box_scale),
+                                     box_scale=data.box_scale,
+                                     occluder_prob=data.occluder_prob),
               skip_bad_samples=data.skip_bad_samples))
     else:
       make_epoch = functools.partial(
@@ -265,7 +266,7 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
   if steps_per_epoch == 0:
     raise DataError(f"{resolve_root(data, workdir)}: not one full batch of {data.batch_size} "
                     "per epoch")
-  total_steps = config.num_epochs * steps_per_epoch
+  total_steps = config.total_steps or config.num_epochs * steps_per_epoch
   train = grain.MapDataset.range(total_steps).map(_BatchOfStep(make_epoch, steps_per_epoch))
   if config.eval.data.kind:
     eval_data = build_eval_data(config.eval.data, config.eval, workdir, None, host)
@@ -306,7 +307,8 @@ def build_eval_data(data, eval_config, workdir: str, held_out: list | None = Non
   elif data.kind == "still_clips":
     load = LoadStillClipBatch(held_out, StillClipConfig(clip_length=data.clip_length,
                                                         out_size=data.size,
-                                                        box_scale=data.box_scale),
+                                                        box_scale=data.box_scale,
+                                                        occluder_prob=data.occluder_prob),
                               identity_index(r.identity for r in held_out), data.skip_bad_samples)
     batches, random, add_time = _padded(list(range(len(held_out))), batch_size, host), True, False
   else:

@@ -194,7 +194,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str) -> dict[str, An
   if fields.get("use_identity") and fields.get("num_identities", 0) == -1:
     fields["num_identities"] = data.num_identities       # -1: as many as the training data has
   model = build_model(fields)
-  total_steps = config.num_epochs * data.steps_per_epoch
+  total_steps = config.total_steps or config.num_epochs * data.steps_per_epoch
   tx, schedule = make_optimizer(
       config.optimizer.learning_rate, config.optimizer.momentum, config.optimizer.decay_rate,
       config.optimizer.decay_every_epochs * data.steps_per_epoch, config.optimizer.weight_decay,
