@@ -9,13 +9,13 @@ model restoring a smaller one's tree) needs `PyTreeRestore`.
 
 from __future__ import annotations
 
-from typing import Any
-
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax
 import grain
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -86,3 +86,24 @@ def init_from_previous_stage(variables: dict[str, Any], previous_stage_dir: str,
   merged = {**flat, **flax.traverse_util.flatten_dict(restored["variables"], sep="/")}
   fresh = sorted(p for p in flat if p not in saved_flat)
   return flax.traverse_util.unflatten_dict(merged, sep="/"), fresh
+
+
+def restore_leaves(checkpoint_dir: str, keys: Sequence[str] = ("variables", "mean_shape"),
+                   step: int | None = None) -> dict[str, Any]:
+  """The top-level entries `keys` of a training checkpoint's state as numpy arrays, without
+  building the model or optimiser (for export and inference). Default: the latest step."""
+  manager = checkpoint_manager(checkpoint_dir)
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{checkpoint_dir}: no complete checkpoint")
+  saved = manager.item_metadata(step)["state"]
+  saved = saved.tree if hasattr(saved, "tree") else saved
+  missing = [k for k in keys if k not in saved]
+  if missing:
+    raise KeyError(f"{checkpoint_dir} step {step}: no {missing} in the checkpoint")
+  target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), {k: saved[k] for k in keys})
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      item=target, partial_restore=True,
+      restore_args=ocp.checkpoint_utils.construct_restore_args(target))))["state"]
+  manager.close()
+  return {"step": step, **jax.tree.map(np.asarray, restored)}

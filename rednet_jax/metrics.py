@@ -84,15 +84,22 @@ def group_errors(points: np.ndarray, landmarks: np.ndarray, kind: str = "io"
           for name, idx in GROUPS_68.items()}
 
 
-def jitter(points: np.ndarray) -> dict[str, float]:
+def jitter_per_frame(points: np.ndarray) -> np.ndarray:
   """Frame-to-frame landmark acceleration of a tracked sequence (T, L, 2), for video without
   labels: |p[t+1] - 2 p[t] + p[t-1]| averaged over landmarks, divided by the inter-ocular
-  distance of the shape at t, in %; mean and 95th percentile over frames 1..T-2."""
+  distance of the shape at t, in %; (T-2,) values for frames 1..T-2."""
   points = np.asarray(points, np.float64)
   if points.ndim != 3 or len(points) < 3:
     raise ValueError(f"jitter needs (T >= 3, L, 2) points, got {points.shape}")
   acceleration = np.linalg.norm(points[2:] - 2 * points[1:-1] + points[:-2], axis=-1).mean(-1)
   scale = np.maximum(np.asarray(normaliser(points[1:-1], "io")), 1e-6)
-  values = 100 * acceleration / scale
+  return 100 * acceleration / scale
+
+
+def jitter(points) -> dict[str, float]:
+  """Mean and 95th percentile of `jitter_per_frame` over a sequence (T, L, 2), or over several
+  (a list of sequences: runs of consecutive tracked frames, each of 3 frames or more)."""
+  sequences = [points] if isinstance(points, np.ndarray) else list(points)
+  values = np.concatenate([jitter_per_frame(s) for s in sequences])
   return {"jitter_io_mean": float(values.mean()),
           "jitter_io_p95": float(np.percentile(values, 95))}

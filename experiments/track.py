@@ -1,0 +1,55 @@
+r"""Tracks the face in a video with the streaming `Tracker` and writes what it found.
+
+  python experiments/track.py --video=face.mp4 --out=/tmp/track_face
+  python experiments/track.py --video=face.mp4 --checkpoint=/path/to/exported_model --out=...
+
+Writes into --out: `annot/000001.pts` ... (300-VW layout: one iBUG file per frame, 1-based frame
+numbers and 1-based pixel coordinates; frames without a face get no file), `overlay.mp4`,
+`jitter.png` (per-frame landmark acceleration / inter-ocular distance, and confidence) and
+`summary.json` (frames, frames without a face, detector runs, frames/s of tracking, jitter
+mean and p95 in % of the inter-ocular distance). Without --checkpoint the model shipped in
+`rednet_jax/assets/ytf68_cpu` is used.
+"""
+
+import json
+import sys
+
+from absl import app, flags
+
+from data_pipelines.pts import DataError
+from rednet_jax.inference import DEFAULT_MIN_CONFIDENCE, Tracker, load_model
+from rednet_jax.video_tracking import track_video
+
+_VIDEO = flags.DEFINE_multi_string("video", None, "Video file(s) to track.", required=True)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Exported model folder (default: shipped).")
+_OUT = flags.DEFINE_string("out", None, "Output folder (one subfolder per video when several).",
+                           required=True)
+_MIN_CONFIDENCE = flags.DEFINE_float("min_confidence", DEFAULT_MIN_CONFIDENCE,
+                                     "Re-detect the face below this confidence.")
+_MAX_FRAMES = flags.DEFINE_integer("max_frames", 0, "Stop after this many frames (0: all).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  model = load_model(_CHECKPOINT.value)
+  failed = 0
+  for video in _VIDEO.value:
+    out = _OUT.value
+    if len(_VIDEO.value) > 1:
+      out = f"{out}/{video.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
+    tracker = Tracker(model, min_confidence=_MIN_CONFIDENCE.value)
+    try:
+      result = track_video(video, tracker, out, _MAX_FRAMES.value)
+    except DataError as e:
+      print(f"error: {e}", file=sys.stderr)
+      failed += 1
+      continue
+    print(json.dumps(result.summary()))
+  if failed:
+    print(f"{failed} of {len(_VIDEO.value)} videos could not be tracked", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,290 @@
+"""Trained models outside training: a small exported format, batched prediction from face boxes,
+and the streaming `Tracker`.
+
+An exported model is a folder with `model.json` (the model's config fields, crop size, crop
+rule, mean shape, and what it was trained on) and `variables/` (an Orbax checkpoint of params
+and BatchNorm statistics only, no optimiser state). `load_model()` without a path loads the
+checkpoint shipped with the package (`rednet_jax/assets/ytf68_cpu`, see its MODEL_CARD.md).
+
+Crop rule (as in training, `data_pipelines.face_crops`): a square of side `box_scale` x the
+face's extent (the larger side of the landmarks' box), centred on that box, resized to
+`size` x `size`. A face box here is (centre (x, y), extent) in 0-based pixels of the image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import cv2
+import importlib_resources
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from data_pipelines.face_crops import crop_matrix, face_box, transform_points
+from rednet_jax import checkpoints
+from rednet_jax.detection import Face, FaceDetector
+from rednet_jax.models import build_model
+from rednet_jax.train_step import normalise_images
+
+MODEL_FILE, VARIABLES_DIR = "model.json", "variables"
+DEFAULT_MODEL_DIR = str(importlib_resources.files("rednet_jax") / "assets" / "ytf68_cpu")
+# Below this confidence a tracked face counts as lost and the detector looks again. Chosen on
+# the shipped model (MODEL_CARD.md): ytf68 val faces score 0.5-0.9, crops of background < 0.2.
+DEFAULT_MIN_CONFIDENCE = 0.25
+
+
+def export_model(checkpoint_dir: str, stage_config, out_dir: str, info: dict | None = None
+                 ) -> str:
+  """Writes the latest training checkpoint in `checkpoint_dir` (a stage's `checkpoints/`) as an
+  exported model in `out_dir`. `stage_config` is the stage's config (model fields, data.size,
+  data.box_scale); `info` (training data, metrics, commands) goes into model.json."""
+  saved = checkpoints.restore_leaves(checkpoint_dir, ("variables", "mean_shape"))
+  model_fields = {k: (list(v) if isinstance(v, tuple) else v)
+                  for k, v in dict(stage_config.model).items()}
+  variables = saved["variables"]
+  if model_fields.get("use_identity"):
+    # The identity classifier is a training device (f_CLS); inference never reads it.
+    variables["params"] = {k: v for k, v in variables["params"].items() if k != "identity"}
+    model_fields["use_identity"] = False
+  model_fields["num_identities"] = 0
+  model_fields["dropout_rate"] = 0.0
+  description = {"model": model_fields, "size": int(stage_config.data.size),
+                 "box_scale": float(stage_config.data.box_scale),
+                 "mean_shape": np.asarray(saved["mean_shape"]).round(4).tolist(),
+                 "checkpoint_step": int(saved["step"]), "info": info or {}}
+  os.makedirs(out_dir, exist_ok=True)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.abspath(os.path.join(out_dir, VARIABLES_DIR)), variables, force=True)
+  checkpointer.wait_until_finished()
+  with open(os.path.join(out_dir, MODEL_FILE), "w", encoding="utf-8") as f:
+    json.dump(description, f, indent=1)
+  return out_dir
+
+
+def load_model(path: str | None = None) -> "LandmarkModel":
+  """An exported model folder (default: the shipped checkpoint)."""
+  path = os.path.abspath(os.path.expanduser(path or DEFAULT_MODEL_DIR))
+  model_file = os.path.join(path, MODEL_FILE)
+  if not os.path.isfile(model_file):
+    raise FileNotFoundError(f"{path}: not an exported model (no {MODEL_FILE}); export a training "
+                            "checkpoint with experiments/export.py")
+  with open(model_file, encoding="utf-8") as f:
+    description = json.load(f)
+  variables = ocp.StandardCheckpointer().restore(os.path.join(path, VARIABLES_DIR))
+  return LandmarkModel(description, jax.tree.map(jnp.asarray, variables), path)
+
+
+def landmark_confidence(logits: jax.Array) -> jax.Array:
+  """(..., H, W, L+1) response logits -> (...,) the mean over landmarks of each landmark
+  channel's peak probability (channel 0 is background)."""
+  probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 1:]
+  return probabilities.max(axis=(-3, -2)).mean(axis=-1)
+
+
+class LandmarkModel:
+  """A loaded model: crops faces by the training crop rule and predicts their landmarks."""
+
+  def __init__(self, description: dict[str, Any], variables: Any, path: str = ""):
+    self.description, self.variables, self.path = description, variables, path
+    fields = dict(description["model"])
+    self.module = build_model(fields)
+    self.size = int(description["size"])
+    self.box_scale = float(description["box_scale"])
+    self.mean_shape = np.asarray(description["mean_shape"], np.float32)
+    self.num_landmarks = self.mean_shape.shape[0]
+    self.uses_temporal = bool(fields.get("use_temporal"))
+
+    def apply(variables, crops, init_points, carry):
+      out = self.module.apply(variables, normalise_images(crops)[:, None], init_points[:, None],
+                              carry, train=False)
+      return {"steps": out["points"][:, :, 0],                         # (K, B, L, 2)
+              "confidence": landmark_confidence(out["logits"][-1, :, 0]),
+              "logits": out["logits"][:, :, 0], "carry": out["carry"]}
+
+    self._apply = jax.jit(apply)
+
+  def initial_carry(self, batch_size: int = 1):
+    return self.module.initial_carry(batch_size)
+
+  def crop(self, image: np.ndarray, centre: np.ndarray, extent: float
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(crop uint8 (size, size, 3), 2x3 matrix image px -> crop px) of the face box."""
+    matrix = crop_matrix(np.asarray(centre, np.float64), extent * self.box_scale, self.size)
+    crop = cv2.warpAffine(np.asarray(image), matrix, (self.size, self.size),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return crop, matrix
+
+  def run_crops(self, crops: np.ndarray, init_points: np.ndarray | None = None, carry=None
+                ) -> dict[str, Any]:
+    """crops uint8 (B, size, size, 3); init_points z_0 (B, L, 2) in crop pixels (None: the
+    mean shape). Returns steps (K, B, L, 2) crop px, confidence (B,), logits (K, B, S, S, L+1),
+    carry (the LSTM state to pass with the next frame of the same faces)."""
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3):
+      raise ValueError(f"crops must be (B, {self.size}, {self.size}, 3), got {crops.shape}")
+    if init_points is None:
+      init_points = np.broadcast_to(self.mean_shape, (len(crops), *self.mean_shape.shape))
+    if carry is None:
+      carry = self.initial_carry(len(crops))
+    return jax.device_get(self._apply(self.variables, crops, np.asarray(init_points, np.float32),
+                                      carry))
+
+  def predict(self, images: list[np.ndarray], boxes: list[tuple[np.ndarray, float]],
+              batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks (N, L, 2) in 0-based pixels of each image and confidences (N,), one face box
+    (centre, extent) per image, z_0 the mean shape. Runs fixed-size batches (one compile)."""
+    points, confidence = [], []
+    for start in range(0, len(images), batch_size):
+      chunk = list(zip(images[start:start + batch_size], boxes[start:start + batch_size]))
+      crops, matrices = zip(*(self.crop(image, *box) for image, box in chunk))
+      crops = np.stack(crops + (np.zeros_like(crops[0]),) * (batch_size - len(chunk)))
+      out = self.run_crops(crops)
+      for i, matrix in enumerate(matrices):
+        points.append(transform_points(cv2.invertAffineTransform(matrix), out["steps"][-1, i]))
+        confidence.append(float(out["confidence"][i]))
+    return (np.stack(points) if points else np.zeros((0, self.num_landmarks, 2), np.float32),
+            np.asarray(confidence, np.float32))
+
+
+@dataclasses.dataclass
+class TrackerCounts:
+  frames: int = 0
+  detections: int = 0          # detector runs that found a face
+  lost: int = 0                # tracked frames whose confidence fell below the threshold
+  no_face: int = 0             # frames returned without landmarks
+
+
+class Tracker:
+  """Streaming landmark tracking, one frame at a time:
+
+    tracker = Tracker()                       # the shipped model and OpenCV's Haar detector
+    for frame in frames:                      # RGB uint8 (H, W, 3)
+      points, confidence = tracker.update(frame)
+
+  The first frame's face comes from the detector (or `update(frame, face=...)`); every later
+  frame is cropped around the previous frame's landmarks, which are also its z_0, and the
+  LSTM carry goes from frame to frame. When the confidence drops below `min_confidence` the
+  tracker runs the detector on that frame and restarts from its box (fresh carry). `points` is
+  (L, 2) float32 in 0-based frame pixels, or None when no face was found."""
+
+  def __init__(self, model: LandmarkModel | None = None, detector: FaceDetector | None = None,
+               min_confidence: float = DEFAULT_MIN_CONFIDENCE):
+    self.model = model or load_model()
+    self.detector = detector or FaceDetector()
+    self.min_confidence = min_confidence
+    self.counts = TrackerCounts()
+    self.reset()
+
+  def reset(self) -> None:
+    """Forgets the face: the next frame starts from a detection."""
+    self._points, self._carry = None, None
+
+  def forget_carry(self) -> None:
+    """Keeps the face but zeroes the LSTM state (an ablation of the temporal module)."""
+    self._carry = None
+
+  def _run(self, frame, centre, extent, previous_points, carry):
+    crop, matrix = self.model.crop(frame, centre, extent)
+    init = None if previous_points is None else transform_points(matrix, previous_points)[None]
+    out = self.model.run_crops(crop[None], init, carry)
+    points = transform_points(cv2.invertAffineTransform(matrix), out["steps"][-1, 0])
+    return points, float(out["confidence"][0]), out["carry"]
+
+  def update(self, frame: np.ndarray, face: Face | None = None
+             ) -> tuple[np.ndarray | None, float]:
+    self.counts.frames += 1
+    if face is None and self._points is not None:
+      centre, extent = face_box(self._points, 1.0)
+      points, confidence, carry = self._run(frame, centre, extent, self._points, self._carry)
+      if confidence >= self.min_confidence:
+        self._points, self._carry = points, carry
+        return points, confidence
+      self.counts.lost += 1
+    if face is None:
+      faces = self.detector.detect(frame)
+      if not faces:
+        self.reset()
+        self.counts.no_face += 1
+        return None, 0.0
+      face = faces[0]
+      self.counts.detections += 1
+    points, confidence, carry = self._run(frame, face.centre, face.side, None, None)
+    self._points, self._carry = points, carry
+    return points, confidence
+
+
+@dataclasses.dataclass
+class FolderCounts:
+  images: int = 0
+  from_pts: int = 0            # cropped with the box of the .pts beside the image
+  from_detector: int = 0
+  no_face: int = 0             # the detector found nothing: null in the output
+  unreadable: int = 0          # not decodable as an image: null in the output
+  bad_pts: int = 0             # a .pts beside it that cannot be read: null in the output
+
+
+def predict_folder(model: LandmarkModel, folder: str, detector: FaceDetector | None = None,
+                   batch_size: int = 32, progress: bool = True, report=print
+                   ) -> tuple[dict[str, list | None], FolderCounts]:
+  """Landmarks of every image under `folder` (recursively): {relative path: [[x, y] * L] in
+  0-based pixels of the original image, or None}. An image with a `.pts` beside it is cropped
+  with the box of those points (the training crop rule, see the module docstring); others with
+  the detector's largest face. Bad input is reported through `report` (naming the file) and
+  counted; the run goes on."""
+  from data_pipelines.image_folders import IMAGE_EXTENSIONS  # pylint: disable=g-import-not-at-top
+  from data_pipelines.pts import DataError, read_pts  # pylint: disable=g-import-not-at-top
+  import tqdm  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"{folder}: no such folder")
+  paths = sorted(os.path.relpath(os.path.join(d, f), folder)
+                 for d, _, files in os.walk(folder) for f in files
+                 if f.lower().endswith(IMAGE_EXTENSIONS))
+  detector = detector or FaceDetector()
+  counts, results = FolderCounts(images=len(paths)), {}
+  pending: list[tuple[str, np.ndarray, tuple[np.ndarray, float]]] = []
+
+  def flush():
+    if pending:
+      points, _ = model.predict([p[1] for p in pending], [p[2] for p in pending], batch_size)
+      for (name, _, _), p in zip(pending, points):
+        results[name] = np.round(p.astype(np.float64), 3).tolist()
+      pending.clear()
+
+  for name in tqdm.tqdm(paths, disable=not progress, unit="image"):
+    path = os.path.join(folder, name)
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+      report(f"{path}: cannot be read as an image; null in the output")
+      counts.unreadable += 1
+      results[name] = None
+      continue
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    pts_path = os.path.splitext(path)[0] + ".pts"
+    if os.path.exists(pts_path):
+      try:
+        box = face_box(read_pts(pts_path), 1.0)
+      except (DataError, ValueError) as e:
+        report(f"{pts_path}: {e}; null in the output")
+        counts.bad_pts += 1
+        results[name] = None
+        continue
+      counts.from_pts += 1
+    else:
+      faces = detector.detect(image)
+      if not faces:
+        report(f"{path}: no face found; null in the output")
+        counts.no_face += 1
+        results[name] = None
+        continue
+      box = (faces[0].centre, faces[0].side)
+      counts.from_detector += 1
+    pending.append((name, image, box))
+    if len(pending) == batch_size:
+      flush()
+  flush()
+  return {name: results[name] for name in paths}, counts

@@ -1,0 +1,198 @@
+"""Evaluation protocols of the papers on exported models (`experiments/evaluate.py`).
+
+Images: one crop per annotated face, from the annotation's box (the training crop rule) or the
+detector's; z_0 is the mean shape.
+
+Videos, the tracking protocol: frame 0 is cropped from the annotation's box of frame 0 (or the
+detector's), every later frame from the model's own prediction for the frame before, which is
+also its z_0; the LSTM carry goes from frame to frame. Nothing of frame t's annotation is used
+for frame t or later. By default a tracked face is never re-detected (min_confidence 0), as in
+the papers' protocol; `Tracker`'s re-detection can be switched on.
+
+Every frame's errors are kept with the subsets it belongs to (300-VW category, 300-W
+common/challenging, AFLW yaw bin, ...), and `tables` summarises them per subset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from data_pipelines.face_crops import face_box
+from data_pipelines.image_folders import FaceRecord, load_image_rgb
+from data_pipelines.landmarks import IBUG68_TO_7
+from rednet_jax import metrics
+from rednet_jax.detection import Face, FaceDetector
+from rednet_jax.inference import LandmarkModel, Tracker
+
+NORMALISERS = ("io", "ip", "box")
+
+# 300-W test folders (as distributed): common = LFPW + Helen test sets, challenging = iBUG.
+SUBSETS_300W = {"lfpw": "common", "helen": "common", "ibug": "challenging"}
+
+
+@dataclasses.dataclass
+class Evaluated:
+  """Predictions and ground truth of every evaluated frame, with per-frame subset names."""
+  points: list = dataclasses.field(default_factory=list)       # (L, 2) per frame
+  landmarks: list = dataclasses.field(default_factory=list)    # (L, 2) per frame
+  subsets: list = dataclasses.field(default_factory=list)      # tuple of names per frame
+  missed: dict = dataclasses.field(default_factory=dict)       # subset -> frames without a face
+
+  def add(self, points, landmarks, subsets: Sequence[str]) -> None:
+    self.points.append(np.asarray(points, np.float32))
+    self.landmarks.append(np.asarray(landmarks, np.float32))
+    self.subsets.append(tuple(subsets))
+
+  def miss(self, subsets: Sequence[str]) -> None:
+    for name in subsets:
+      self.missed[name] = self.missed.get(name, 0) + 1
+
+
+def _as_evaluated_points(points: np.ndarray, num_landmarks: int) -> np.ndarray:
+  """A 68-point prediction compared with 7-point ground truth uses the 7 matching points."""
+  if points.shape[0] == 68 and num_landmarks == 7:
+    return points[list(IBUG68_TO_7)]
+  return points
+
+
+def evaluate_images(model: LandmarkModel, faces: Iterable[tuple[str, np.ndarray, Sequence[str]]],
+                    first_box: str = "annotation", detector: FaceDetector | None = None,
+                    batch_size: int = 32) -> Evaluated:
+  """`faces`: (image path, ground truth (L, 2) 0-based, subsets). `first_box`: 'annotation'
+  (the box of the ground truth, the training crop rule) or 'detector' (the detected face
+  nearest the annotation; a face the detector misses counts in `missed`)."""
+  result = Evaluated()
+  pending = []
+
+  def flush():
+    if pending:
+      points, _ = model.predict([p[0] for p in pending], [p[1] for p in pending], batch_size)
+      for (_, _, truth, subsets), p in zip(pending, points):
+        result.add(_as_evaluated_points(p, len(truth)), truth, subsets)
+      pending.clear()
+
+  for path, truth, subsets in faces:
+    image = load_image_rgb(path)
+    box = _first_box(image, truth, first_box, detector)
+    if box is None:
+      result.miss(subsets)
+      continue
+    pending.append((image, (box.centre, box.side), truth, subsets))
+    if len(pending) == batch_size:
+      flush()
+  flush()
+  return result
+
+
+def _first_box(image, truth, first_box: str, detector: FaceDetector | None) -> Face | None:
+  if first_box == "annotation":
+    if len(truth) != 68:
+      raise ValueError(f"first_box='annotation' needs 68-point annotations (the crop rule's "
+                       f"box); got {len(truth)} points: use first_box='detector'")
+    centre, side = face_box(truth, 1.0)
+    return Face(centre, side, 1.0)
+  if first_box != "detector":
+    raise ValueError(f"first_box must be 'annotation' or 'detector', got {first_box!r}")
+  faces = (detector or FaceDetector()).detect(image)
+  if not faces:
+    return None
+  centre = np.nanmean(truth, axis=0)
+  return min(faces, key=lambda f: np.linalg.norm(f.centre - centre))
+
+
+def evaluate_videos(model: LandmarkModel,
+                    videos: Iterable[tuple[Iterator[np.ndarray], np.ndarray, Sequence[str]]],
+                    first_box: str = "annotation", min_confidence: float = 0.0,
+                    carry_state: bool = True, detector: FaceDetector | None = None) -> Evaluated:
+  """The tracking protocol (module docstring). `videos`: (RGB frames, ground truth (T, L, 2),
+  subsets). `carry_state=False` resets the LSTM carry at every frame (an ablation of the
+  temporal module with the same weights). Frames where the tracker has no face (the detector
+  found none) count in `missed`."""
+  result = Evaluated()
+  detector = detector or FaceDetector()
+  for frames, truth, subsets in videos:
+    tracker = Tracker(model, detector, min_confidence)
+    for t, frame in enumerate(frames):
+      if t >= len(truth):
+        break
+      start = _first_box(frame, truth[t], first_box, detector) if t == 0 else None
+      if t == 0 and start is None:
+        result.miss(subsets)
+        continue
+      if not carry_state:
+        tracker.forget_carry()
+      points, _ = tracker.update(frame, face=start)
+      if points is None:
+        result.miss(subsets)
+        continue
+      result.add(points, truth[t], subsets)
+  return result
+
+
+def tables(result: Evaluated, order: Sequence[str] = ()) -> dict[str, dict[str, float]]:
+  """Per subset (in `order`, then the others by name, 'all' last): NME with each normaliser,
+  FR and AUC at 8 % and 10 % (inter-ocular), per-group NME (68 points), frames, and frames
+  without a face."""
+  if not result.points:
+    raise ValueError("nothing was evaluated (no frame had a face)")
+  points, landmarks = np.stack(result.points), np.stack(result.landmarks)
+  names = list(order) + sorted({n for s in result.subsets for n in s} - set(order))
+  out = {}
+  for name in names + ["all"]:
+    mask = np.array([name == "all" or name in s for s in result.subsets])
+    if not mask.any():
+      continue
+    row = metrics.summarise(np.asarray(metrics.normalised_errors(points[mask], landmarks[mask],
+                                                                 "io")), "io")
+    for kind in ("ip", "box"):
+      errors = np.asarray(metrics.normalised_errors(points[mask], landmarks[mask], kind))
+      row[f"nme_{kind}"] = float(100 * errors.mean())
+    if points.shape[1] == 68:
+      row.update(metrics.group_errors(points[mask], landmarks[mask], "io"))
+    row["missed"] = sum(result.missed.values()) if name == "all" else result.missed.get(name, 0)
+    out[name] = row
+  return out
+
+
+def errors_by_subset(result: Evaluated) -> dict[str, np.ndarray]:
+  """Inter-ocular NME of every frame per subset (for CED plots)."""
+  points, landmarks = np.stack(result.points), np.stack(result.landmarks)
+  errors = np.asarray(metrics.normalised_errors(points, landmarks, "io"))
+  names = sorted({n for s in result.subsets for n in s})
+  out = {n: errors[[n in s for s in result.subsets]] for n in names}
+  out["all"] = errors
+  return out
+
+
+def markdown_table(rows: dict[str, dict[str, float]]) -> str:
+  columns = ["frames", "nme_io", "nme_ip", "nme_box", "fr08_io", "fr10_io", "auc08_io",
+             "auc10_io", "missed"]
+  lines = ["| subset | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+  for name, row in rows.items():
+    cells = [f"{row[c]:.0f}" if c in ("frames", "missed") else
+             f"{row[c]:.3f}" if c.startswith("auc") else f"{row[c]:.2f}" for c in columns]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  groups = [g for g in metrics.GROUPS_68 if f"nme_io_{g}" in next(iter(rows.values()))]
+  if groups:
+    lines += ["", "| subset | " + " | ".join(f"nme_io {g}" for g in groups) + " |",
+              "|---" * (len(groups) + 1) + "|"]
+    for name, row in rows.items():
+      lines.append(f"| {name} | " + " | ".join(f"{row[f'nme_io_{g}']:.2f}" for g in groups)
+                   + " |")
+  return "\n".join(lines)
+
+
+def image_folder_faces(records: list[FaceRecord], root: str) -> Iterator[tuple]:
+  """(path, landmarks, subsets) of image-folder records: the manifest split, and for 300-W's
+  test folders (lfpw, helen, ibug under root) the folder and 'common' / 'challenging' (full is
+  'all')."""
+  import os  # pylint: disable=g-import-not-at-top
+  for r in records:
+    top = os.path.relpath(r.image, root).split(os.sep)[0].lower()
+    subsets = [top, SUBSETS_300W[top]] if top in SUBSETS_300W else []
+    if r.split:
+      subsets.append(r.split)
+    yield r.image, r.landmarks, subsets

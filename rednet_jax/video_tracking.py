@@ -1,0 +1,158 @@
+"""Tracking a whole video file with `inference.Tracker`: per-frame `.pts` in the 300-VW layout,
+an overlay MP4, and the jitter of the tracked landmarks (what `experiments/track.py` runs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from data_pipelines.pts import DataError, write_pts
+from rednet_jax import metrics
+from rednet_jax.inference import Tracker
+
+
+def video_frames(path: str, max_frames: int = 0) -> Iterator[np.ndarray]:
+  """RGB uint8 frames of a video file until the decoder stops (or `max_frames`). A file that
+  cannot be opened raises DataError naming it."""
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: no such video file")
+  capture = cv2.VideoCapture(path)
+  try:
+    if not capture.isOpened():
+      raise DataError(f"{path}: OpenCV cannot open this video (not a video, or an unsupported "
+                      "codec)")
+    count = 0
+    while not max_frames or count < max_frames:
+      ok, frame = capture.read()
+      if not ok:
+        break
+      count += 1
+      yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+  finally:
+    capture.release()
+
+
+def video_info(path: str) -> dict:
+  capture = cv2.VideoCapture(path)
+  try:
+    return {"fps": float(capture.get(cv2.CAP_PROP_FPS) or 25.0),
+            "frames_in_header": int(capture.get(cv2.CAP_PROP_FRAME_COUNT))}
+  finally:
+    capture.release()
+
+
+@dataclasses.dataclass
+class TrackResult:
+  video: str
+  points: list                 # per frame: (L, 2) float32 frame pixels, or None (no face)
+  confidence: np.ndarray       # (N,)
+  seconds: np.ndarray          # (N,) tracking time per frame (decoding and writing excluded)
+  frames_in_header: int
+  counts: dict                 # the tracker's detector runs and re-detections
+
+  def runs(self, min_length: int = 3) -> list[tuple[int, np.ndarray]]:
+    """Runs of consecutive frames with landmarks: (first frame, (T >= min_length, L, 2))."""
+    runs, current, start = [], [], 0
+    for i, p in enumerate(self.points + [None]):
+      if p is None:
+        if len(current) >= min_length:
+          runs.append((start, np.stack(current)))
+        current, start = [], i + 1
+      else:
+        current.append(p)
+    return runs
+
+  def summary(self) -> dict:
+    tracked = sum(p is not None for p in self.points)
+    out = {"video": self.video, "frames": len(self.points), "frames_in_header":
+           self.frames_in_header, "frames_with_face": tracked,
+           "frames_without_face": len(self.points) - tracked,
+           "detector_runs": self.counts["detections"], "lost": self.counts["lost"],
+           # Frame 0 includes compiling the model and the first detection.
+           "first_frame_seconds": float(self.seconds[0]),
+           "fps": (len(self.points) - 1) / max(float(self.seconds[1:].sum()), 1e-9)}
+    runs = [run for _, run in self.runs()]
+    if runs:
+      out.update(metrics.jitter(runs))
+    return out
+
+
+def track_video(path: str, tracker: Tracker, out_dir: str | None = None, max_frames: int = 0,
+                overlay: bool = True) -> TrackResult:
+  """Tracks every frame of `path`. With `out_dir`: `annot/000001.pts` ... (1-based frame
+  numbers and 1-based coordinates, as 300-VW; frames without a face get no file),
+  `overlay.mp4`, `jitter.png` and `summary.json`."""
+  info = video_info(path)
+  points, confidence, seconds, writer = [], [], [], None
+  if out_dir:
+    os.makedirs(os.path.join(out_dir, "annot"), exist_ok=True)
+  for index, frame in enumerate(video_frames(path, max_frames)):
+    start = time.perf_counter()
+    p, c = tracker.update(frame)
+    seconds.append(time.perf_counter() - start)
+    points.append(p)
+    confidence.append(c)
+    if out_dir:
+      if p is not None:
+        write_pts(os.path.join(out_dir, "annot", f"{index + 1:06d}.pts"), p)
+      if overlay:
+        writer = writer or _open_writer(os.path.join(out_dir, "overlay.mp4"), frame, info["fps"])
+        writer.write(_draw(frame, p, c))
+  if writer is not None:
+    writer.release()
+  if not points:
+    raise DataError(f"{path}: the video has no decodable frame")
+  result = TrackResult(path, points, np.asarray(confidence, np.float32), np.asarray(seconds),
+                       info["frames_in_header"], dataclasses.asdict(tracker.counts))
+  if out_dir:
+    with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
+      json.dump(result.summary(), f, indent=1)
+    jitter_figure(result, os.path.join(out_dir, "jitter.png"))
+  return result
+
+
+def _open_writer(path: str, frame: np.ndarray, fps: float) -> cv2.VideoWriter:
+  h, w = frame.shape[:2]
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+  if not writer.isOpened():
+    raise RuntimeError(f"{path}: OpenCV cannot write MP4 (mp4v) on this machine")
+  return writer
+
+
+def _draw(frame: np.ndarray, points: np.ndarray | None, confidence: float) -> np.ndarray:
+  image = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+  radius = max(1, round(min(frame.shape[:2]) / 200))
+  if points is not None:
+    for x, y in points:
+      cv2.circle(image, (int(round(x)), int(round(y))), radius, (0, 0, 255), -1, cv2.LINE_AA)
+  label = f"conf {confidence:.2f}" if points is not None else "no face"
+  cv2.putText(image, label, (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
+              cv2.LINE_AA)
+  return image
+
+
+def jitter_figure(result: TrackResult, path: str) -> None:
+  """Per-frame jitter (acceleration / inter-ocular, %) and confidence over the video."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  values = np.full(len(result.points), np.nan)
+  for start, run in result.runs():
+    values[start + 1:start + len(run) - 1] = metrics.jitter_per_frame(run)
+  fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4), dpi=120, sharex=True)
+  top.plot(values, lw=1)
+  top.set_ylabel("jitter (% io)")
+  top.set_title(os.path.basename(result.video))
+  bottom.plot(result.confidence, lw=1, color="tab:orange")
+  bottom.set_ylabel("confidence")
+  bottom.set_xlabel("frame")
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
