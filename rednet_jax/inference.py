@@ -38,32 +38,40 @@ DEFAULT_MODEL_DIR = str(importlib_resources.files("rednet_jax") / "assets" / "yt
 DEFAULT_MIN_CONFIDENCE = 0.25
 
 
-def export_model(checkpoint_dir: str, stage_config, out_dir: str, info: dict | None = None
-                 ) -> str:
-  """Writes the latest training checkpoint in `checkpoint_dir` (a stage's `checkpoints/`) as an
-  exported model in `out_dir`. `stage_config` is the stage's config (model fields, data.size,
-  data.box_scale); `info` (training data, metrics, commands) goes into model.json."""
-  saved = checkpoints.restore_leaves(checkpoint_dir, ("variables", "mean_shape"))
-  model_fields = {k: (list(v) if isinstance(v, tuple) else v)
-                  for k, v in dict(stage_config.model).items()}
-  variables = saved["variables"]
-  if model_fields.get("use_identity"):
-    # The identity classifier is a training device (f_CLS); inference never reads it.
-    variables["params"] = {k: v for k, v in variables["params"].items() if k != "identity"}
-    model_fields["use_identity"] = False
-  model_fields["num_identities"] = 0
-  model_fields["dropout_rate"] = 0.0
-  description = {"model": model_fields, "size": int(stage_config.data.size),
-                 "box_scale": float(stage_config.data.box_scale),
-                 "mean_shape": np.asarray(saved["mean_shape"]).round(4).tolist(),
-                 "checkpoint_step": int(saved["step"]), "info": info or {}}
+def save_model(out_dir: str, model_fields: dict, variables: Any, size: int, box_scale: float,
+               mean_shape: np.ndarray, info: dict | None = None) -> str:
+  """Writes an exported model folder (module docstring) from its parts."""
+  description = {"model": {k: (list(v) if isinstance(v, tuple) else v)
+                           for k, v in dict(model_fields).items()},
+                 "size": int(size), "box_scale": float(box_scale),
+                 "mean_shape": np.asarray(mean_shape, np.float64).round(4).tolist(),
+                 "info": info or {}}
+  build_model(description["model"])            # fails here, not at load time, on a bad field
   os.makedirs(out_dir, exist_ok=True)
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.abspath(os.path.join(out_dir, VARIABLES_DIR)), variables, force=True)
+  checkpointer.save(os.path.abspath(os.path.join(out_dir, VARIABLES_DIR)),
+                    jax.tree.map(np.asarray, variables), force=True)
   checkpointer.wait_until_finished()
   with open(os.path.join(out_dir, MODEL_FILE), "w", encoding="utf-8") as f:
     json.dump(description, f, indent=1)
   return out_dir
+
+
+def export_model(checkpoint_dir: str, stage_config, out_dir: str, info: dict | None = None
+                 ) -> str:
+  """Writes the latest training checkpoint in `checkpoint_dir` (a stage's `checkpoints/`) as an
+  exported model in `out_dir`. `stage_config` is the stage's config (model fields, data.size,
+  data.box_scale); `info` (training data, metrics, config) goes into model.json."""
+  saved = checkpoints.restore_leaves(checkpoint_dir, ("variables", "mean_shape"))
+  model_fields = dict(stage_config.model)
+  variables = saved["variables"]
+  if model_fields.get("use_identity"):
+    # The identity classifier is a training device (f_CLS); inference never reads it.
+    variables["params"] = {k: v for k, v in variables["params"].items() if k != "identity"}
+  model_fields.update(use_identity=False, num_identities=0, dropout_rate=0.0)
+  info = {**(info or {}), "checkpoint_step": int(saved["step"])}
+  return save_model(out_dir, model_fields, variables, stage_config.data.size,
+                    stage_config.data.box_scale, saved["mean_shape"], info)
 
 
 def load_model(path: str | None = None) -> "LandmarkModel":

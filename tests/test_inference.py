@@ -1,0 +1,253 @@
+"""Exported models, the detector, the streaming Tracker, folder prediction and the tracking
+protocol. Accuracy checks use the shipped checkpoint on ytf68 `val` faces (never trained on)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from data_pipelines.face_crops import face_box, mean_shape_in_crop
+from data_pipelines.image_folders import load_image_rgb, normalise_to_box
+from data_pipelines.pts import read_pts, write_pts
+from rednet_jax import metrics, protocols
+from rednet_jax.detection import Face, FaceDetector
+from rednet_jax.inference import Tracker, load_model, predict_folder, save_model
+from rednet_jax.models import build_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "ytf68_mini", "images")
+VAL_FACES = [os.path.join(FIXTURE, "Aishwarya_Rai", f"Aishwarya_Rai_0{i}.jpg") for i in range(3)]
+
+
+def _truth(image_path):
+  return read_pts(os.path.splitext(image_path)[0] + ".pts")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+  """A random 32-px model with the paper's f_tRNN (its output replaces C_pe), exported."""
+  fields = dict(name="rednet_v1", num_landmarks=68, width=1 / 16, num_steps=1,
+                feedback_squares=(3,), use_temporal=True, temporal_residual=False,
+                lstm_hidden=8, use_shape_regression=False, dropout_rate=0.0)
+  module = build_model(fields)
+  mean = mean_shape_in_crop(normalise_to_box(_truth(VAL_FACES[0])), 32, 1.3)
+  variables = module.init(jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3)),
+                          jnp.broadcast_to(jnp.asarray(mean), (1, 1, 68, 2)))
+  out = str(tmp_path_factory.mktemp("tiny_model"))
+  return save_model(out, fields, variables, 32, 1.3, mean, {"note": "random weights"})
+
+
+@pytest.fixture(scope="module")
+def shipped():
+  return load_model()
+
+
+def test_saved_model_round_trips_and_predicts_like_the_module(tiny_model_dir):
+  model = load_model(tiny_model_dir)
+  assert model.size == 32 and model.num_landmarks == 68 and model.uses_temporal
+  assert model.description["info"]["note"] == "random weights"
+  crops = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+  out = model.run_crops(crops)
+  assert out["steps"].shape == (1, 2, 68, 2) and out["confidence"].shape == (2,)
+  assert np.all((out["confidence"] > 0) & (out["confidence"] <= 1))
+  # The same weights through the module directly.
+  from rednet_jax.train_step import normalise_images
+  direct = model.module.apply(model.variables, normalise_images(crops)[:, None],
+                              jnp.broadcast_to(model.mean_shape, (2, 1, 68, 2)),
+                              model.initial_carry(2), train=False)
+  np.testing.assert_allclose(out["steps"], np.asarray(direct["points"][:, :, 0]), atol=1e-5)
+
+
+def test_load_model_names_the_folder_when_it_is_not_a_model(tmp_path):
+  with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+    load_model(str(tmp_path))
+
+
+def test_detector_finds_a_val_face_and_its_box_follows_the_crop_rule():
+  image, truth = load_image_rgb(VAL_FACES[0]), _truth(VAL_FACES[0])
+  faces = FaceDetector().detect(image)
+  assert faces, "no face found in a frontal fixture face"
+  centre, side = face_box(truth, 1.0)
+  assert np.linalg.norm(faces[0].centre - centre) < 0.2 * side
+  assert 0.75 < faces[0].side / side < 1.33
+  assert FaceDetector().detect(np.full((200, 200, 3), 128, np.uint8)) == []
+
+
+def test_shipped_model_on_unseen_val_faces(shipped):
+  images = [load_image_rgb(p) for p in VAL_FACES]
+  truths = np.stack([_truth(p) for p in VAL_FACES])
+  boxes = [face_box(t, 1.0) for t in truths]
+  points, confidence = shipped.predict(images, boxes, batch_size=4)
+  errors = np.asarray(metrics.normalised_errors(points, truths, "io"))
+  assert errors.max() < 0.10, errors
+  assert confidence.min() > 0.25      # the Tracker's default re-detection threshold
+
+
+def _moving_frames(image_path, steps=8, shift=2):
+  """A 'video' of one still: a window that slides `shift` px right per frame."""
+  image, truth = load_image_rgb(image_path), _truth(image_path)
+  h, w = image.shape[:2]
+  frames, truths = [], []
+  for t in range(steps):
+    m = np.float32([[1, 0, t * shift], [0, 1, 0]])
+    frames.append(cv2.warpAffine(image, m, (w, h)))
+    truths.append(truth + [t * shift, 0])
+  return frames, np.stack(truths).astype(np.float32)
+
+
+def test_tracker_follows_a_moving_face(shipped):
+  frames, truths = _moving_frames(VAL_FACES[1])
+  tracker = Tracker(shipped)
+  tracked = [tracker.update(f)[0] for f in frames]
+  assert tracker.counts.detections == 1 and tracker.counts.lost == 0
+  errors = np.asarray(metrics.normalised_errors(np.stack(tracked), truths, "io"))
+  assert errors.max() < 0.12, errors
+  assert metrics.jitter(np.stack(tracked))["jitter_io_mean"] < 10
+
+
+def test_tracker_crops_around_its_previous_prediction_and_carries_the_lstm(tiny_model_dir):
+  model = load_model(tiny_model_dir)
+  frames, truths = _moving_frames(VAL_FACES[0], steps=3)
+  centres = []
+  crop = model.crop
+  model.crop = lambda image, centre, extent: (centres.append(np.asarray(centre)),
+                                               crop(image, centre, extent))[1]
+  tracker = Tracker(model)
+  first = Face(*face_box(truths[0], 1.0), 1.0)
+  previous, _ = tracker.update(frames[0], face=first)
+  np.testing.assert_allclose(centres[0], first.centre)
+  carry = tracker._carry                                   # pylint: disable=protected-access
+  assert carry is not None and any(np.abs(np.asarray(c)).sum() > 0
+                                   for c in jax.tree.leaves(carry))
+  tracker.update(frames[1])
+  np.testing.assert_allclose(centres[1], face_box(previous, 1.0)[0], rtol=1e-6)
+  # The carried state changes the model's output (f_tRNN replaces C_pe in this model).
+  crop1, _ = model.crop(frames[1], *face_box(previous, 1.0))
+  with_carry = model.run_crops(crop1[None], carry=carry)["logits"]
+  without = model.run_crops(crop1[None])["logits"]
+  assert np.abs(with_carry - without).max() > 1e-6
+
+
+def test_tracker_redetects_when_confidence_drops_and_reports_no_face(shipped):
+  frames, _ = _moving_frames(VAL_FACES[0], steps=3)
+  tracker = Tracker(shipped, min_confidence=2.0)           # every tracked frame is "lost"
+  for f in frames:
+    points, _ = tracker.update(f)
+    assert points is not None
+  assert tracker.counts.detections == 3 and tracker.counts.lost == 2
+  points, confidence = tracker.update(np.zeros_like(frames[0]))
+  assert points is None and confidence == 0.0 and tracker.counts.no_face == 1
+
+
+def test_tracking_protocol_reads_no_annotation_after_the_first_frame(tiny_model_dir):
+  model = load_model(tiny_model_dir)
+  frames, truths = _moving_frames(VAL_FACES[0], steps=4)
+  moved = truths.copy()
+  moved[1:] += 15.0                                        # annotations of frames 1..3 shifted
+  runs = [protocols.evaluate_videos(model, [(iter(frames), t, ["category1"])])
+          for t in (truths, moved)]
+  np.testing.assert_array_equal(np.stack(runs[0].points), np.stack(runs[1].points))
+  moved_first = truths.copy()
+  moved_first[0] += 6.0
+  other = protocols.evaluate_videos(model, [(iter(frames), moved_first, ["category1"])])
+  assert not np.array_equal(np.stack(other.points), np.stack(runs[0].points))
+  rows = protocols.tables(runs[0], ("category1",))
+  assert list(rows) == ["category1", "all"] and rows["all"]["frames"] == 4
+  assert {"nme_io", "nme_ip", "nme_box", "fr08_io", "auc10_io", "nme_io_jaw"} <= set(rows["all"])
+  assert "| category1 |" in protocols.markdown_table(rows)
+
+
+def test_tables_split_frames_by_subset():
+  result = protocols.Evaluated()
+  truth = _truth(VAL_FACES[0])
+  io = float(metrics.normaliser(truth, "io"))
+  result.add(truth + [0.05 * io, 0], truth, ["0-15"])
+  result.add(truth + [0.02 * io, 0], truth, ["15-30"])
+  result.miss(["15-30"])
+  rows = protocols.tables(result, ("0-15", "15-30"))
+  assert rows["0-15"]["nme_io"] == pytest.approx(5.0, abs=1e-3)
+  assert rows["15-30"]["nme_io"] == pytest.approx(2.0, abs=1e-3)
+  assert rows["all"]["nme_io"] == pytest.approx(3.5, abs=1e-3)
+  assert rows["15-30"]["missed"] == 1 and rows["0-15"]["missed"] == 0
+
+
+def _messy_folder(root):
+  """Images with and without .pts, an unreadable image, a malformed .pts, a faceless image."""
+  os.makedirs(os.path.join(root, "sub"))
+  shutil.copy(VAL_FACES[0], os.path.join(root, "with_pts.jpg"))
+  write_pts(os.path.join(root, "with_pts.pts"), _truth(VAL_FACES[0]))
+  shutil.copy(VAL_FACES[2], os.path.join(root, "sub", "detected.jpg"))
+  with open(os.path.join(root, "broken.jpg"), "w") as f:
+    f.write("not an image")
+  shutil.copy(VAL_FACES[1], os.path.join(root, "bad_pts.jpg"))
+  with open(os.path.join(root, "bad_pts.pts"), "w") as f:
+    f.write("version: 1\nn_points: 68\n{\n1 2\n}\n")
+  cv2.imwrite(os.path.join(root, "sub", "blank.png"), np.full((120, 120, 3), 90, np.uint8))
+
+
+def test_predict_folder_boxes_from_pts_or_detector_and_reports_bad_input(shipped, tmp_path):
+  _messy_folder(str(tmp_path))
+  messages = []
+  results, counts = predict_folder(shipped, str(tmp_path), batch_size=4, progress=False,
+                                   report=messages.append)
+  assert sorted(results) == ["bad_pts.jpg", "broken.jpg", "sub/blank.png", "sub/detected.jpg",
+                             "with_pts.jpg"]
+  assert results["broken.jpg"] is None and results["bad_pts.jpg"] is None
+  assert results["sub/blank.png"] is None
+  assert (counts.images, counts.from_pts, counts.from_detector, counts.unreadable,
+          counts.bad_pts, counts.no_face) == (5, 1, 1, 1, 1, 1)
+  assert any("broken.jpg" in m for m in messages) and any("bad_pts.pts" in m for m in messages)
+  assert any("blank.png" in m for m in messages)
+  for name, source in (("with_pts.jpg", VAL_FACES[0]), ("sub/detected.jpg", VAL_FACES[2])):
+    points = np.asarray(results[name])
+    assert points.shape == (68, 2)
+    error = float(metrics.normalised_errors(points, _truth(source), "io"))
+    assert error < (0.10 if name == "with_pts.jpg" else 0.15), (name, error)
+
+
+def _run(script, *args):
+  env = {**os.environ, "PYTHONPATH": REPO}
+  return subprocess.run([sys.executable, os.path.join(REPO, "experiments", script), *args],
+                        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+def test_predict_cli_writes_the_json_layout(tmp_path):
+  folder, out = tmp_path / "images", tmp_path / "out" / "landmarks.json"
+  _messy_folder(str(folder))
+  proc = _run("predict.py", f"--input={folder}", f"--out={out}", "--batch_size=2")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(out) as f:
+    written = json.load(f)
+  assert len(written["with_pts.jpg"]["pts"]) == 68 and written["broken.jpg"] is None
+  assert "broken.jpg: cannot be read" in proc.stderr
+  assert json.loads(proc.stdout.strip().splitlines()[-1])["unreadable"] == 1
+
+
+def test_track_cli_writes_300vw_pts_overlay_and_jitter(tmp_path):
+  video = str(tmp_path / "moving.mp4")
+  frames, truths = _moving_frames(VAL_FACES[0], steps=6)
+  h, w = frames[0].shape[:2]
+  writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 25, (w, h))
+  for f in frames:
+    writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+  writer.release()
+  bad = tmp_path / "not_a_video.mp4"
+  bad.write_text("hello")
+  out = tmp_path / "tracked"
+  proc = _run("track.py", f"--video={video}", f"--video={bad}", f"--out={out}")
+  assert proc.returncode == 1 and f"{bad}: OpenCV cannot open" in proc.stderr
+  summary = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert summary["frames"] == 6 and summary["frames_with_face"] == 6
+  assert summary["jitter_io_mean"] >= 0 and summary["fps"] > 0
+  tracked = out / "moving"
+  assert sorted(os.listdir(tracked / "annot")) == [f"{i:06d}.pts" for i in range(1, 7)]
+  points = read_pts(str(tracked / "annot" / "000006.pts"))
+  assert float(metrics.normalised_errors(points, truths[5], "io")) < 0.15
+  assert (tracked / "overlay.mp4").stat().st_size > 0 and (tracked / "jitter.png").exists()
