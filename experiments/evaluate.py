@@ -23,7 +23,6 @@ import json
 import os
 import sys
 
-import numpy as np
 from absl import app, flags
 
 from rednet_jax import protocols, reports
@@ -49,72 +48,27 @@ _CLIP_SIZE = flags.DEFINE_integer("clip_frame_size", 128, "still_clips: frame si
 _LIMIT = flags.DEFINE_integer("limit", 0, "Evaluate only the first N images / videos (0: all).")
 
 
-def _limited(items):
-  return items[:_LIMIT.value] if _LIMIT.value else items
-
-
-def _300vw_videos(root: str):
-  from data_pipelines import video_300vw  # pylint: disable=g-import-not-at-top
-  from rednet_jax.video_tracking import video_frames  # pylint: disable=g-import-not-at-top
-  if _VIDEOS.value == "test":
-    ids = [v for c in video_300vw.TEST_CATEGORIES.values() for v in c]
-  elif _VIDEOS.value in ("all", "rednet_test"):
-    ids = None
-  else:
-    ids = _VIDEOS.value.split(",")
-  videos, _ = video_300vw.read_300vw(root, ids)
-  if _VIDEOS.value == "rednet_test":
-    videos = video_300vw.rednet_split(videos)["test"]
-  split = video_300vw.rednet_split(videos)
-  red = {v.video_id: name for name in ("common", "challenging") for v in split[name]}
-  category = {v: c for c, ids in video_300vw.TEST_CATEGORIES.items() for v in ids}
-  for video in _limited(videos):
-    subsets = [s for s in (category.get(video.video_id), red.get(video.video_id)) if s]
-    yield video_frames(video.path), video.landmarks, subsets
-
-
-def _still_clips(root: str, num_landmarks: int):
-  from data_pipelines.image_folders import load_image_rgb, read_image_folder  # pylint: disable=g-import-not-at-top
-  from data_pipelines.stills_to_clips import StillClipConfig, clip_from_still  # pylint: disable=g-import-not-at-top
-  records, _ = read_image_folder(root, num_landmarks, _SPLIT.value or None)
-  config = StillClipConfig(out_size=_CLIP_SIZE.value, occluder_prob=_OCCLUDER_PROB.value)
-  for i, record in enumerate(_limited(records)):
-    # One fixed clip per still: the same clips for every model evaluated.
-    rng = np.random.default_rng(1000 + i)
-    frames, landmarks = clip_from_still(load_image_rgb(record.image), record.landmarks, rng,
-                                        config)
-    yield iter(frames), landmarks, [record.split] if record.split else []
-
-
-def _aflw_faces(sqlite_path: str):
-  from data_pipelines import aflw  # pylint: disable=g-import-not-at-top
-  faces, left_is_image_left, _ = aflw.read_aflw(sqlite_path, skip_bad_samples=True)
-  for face in _limited(faces):
-    yield face.image, face.seven_points(left_is_image_left), [aflw.yaw_bin(face.yaw_deg)]
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   model = load_model(_CHECKPOINT.value)
   root = os.path.expanduser(_ROOT.value)
-  order = ()
+  limit = _LIMIT.value
   if _KIND.value == "image_folder":
-    from data_pipelines.image_folders import read_image_folder  # pylint: disable=g-import-not-at-top
-    records, _ = read_image_folder(root, model.num_landmarks, _SPLIT.value or None)
-    result = protocols.evaluate_images(
-        model, protocols.image_folder_faces(_limited(records), root), _FIRST_BOX.value)
-    order = ("lfpw", "helen", "ibug", "common", "challenging")
+    faces = protocols.image_folder_faces(root, _SPLIT.value, model.num_landmarks, limit)
   elif _KIND.value == "aflw":
-    result = protocols.evaluate_images(model, _aflw_faces(root), _FIRST_BOX.value)
-    order = ("0-15", "15-30", "30-45", "45-90")
+    faces = protocols.aflw_faces(root, limit)
+  elif _KIND.value == "300vw":
+    videos = protocols.videos_300vw(root, _VIDEOS.value, limit)
   else:
-    videos = (_300vw_videos(root) if _KIND.value == "300vw"
-              else _still_clips(root, model.num_landmarks))
+    videos = protocols.still_clip_videos(root, _SPLIT.value, model.num_landmarks,
+                                         _OCCLUDER_PROB.value, _CLIP_SIZE.value, limit)
+  if _KIND.value in ("image_folder", "aflw"):
+    result = protocols.evaluate_images(model, faces, _FIRST_BOX.value)
+  else:
     result = protocols.evaluate_videos(model, videos, _FIRST_BOX.value, _MIN_CONFIDENCE.value,
                                        carry_state=not _NO_CARRY.value)
-    order = ("category1", "category2", "category3", "common", "challenging")
-  rows = protocols.tables(result, order)
+  rows = protocols.tables(result, protocols.SUBSET_ORDER)
   os.makedirs(_OUT.value, exist_ok=True)
   settings = {"checkpoint": model.path, "kind": _KIND.value, "root": root, "split": _SPLIT.value,
               "first_box": _FIRST_BOX.value, "reset_temporal_state": _NO_CARRY.value,

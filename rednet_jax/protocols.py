@@ -16,16 +16,20 @@ common/challenging, AFLW yaw bin, ...), and `tables` summarises them per subset.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from data_pipelines import aflw, video_300vw
 from data_pipelines.face_crops import face_box
-from data_pipelines.image_folders import FaceRecord, load_image_rgb
+from data_pipelines.image_folders import load_image_rgb, read_image_folder
 from data_pipelines.landmarks import IBUG68_TO_7
+from data_pipelines.stills_to_clips import StillClipConfig, clip_from_still
 from rednet_jax import metrics
 from rednet_jax.detection import Face, FaceDetector
 from rednet_jax.inference import LandmarkModel, Tracker
+from rednet_jax.video_tracking import video_frames
 
 NORMALISERS = ("io", "ip", "box")
 
@@ -185,14 +189,68 @@ def markdown_table(rows: dict[str, dict[str, float]]) -> str:
   return "\n".join(lines)
 
 
-def image_folder_faces(records: list[FaceRecord], root: str) -> Iterator[tuple]:
-  """(path, landmarks, subsets) of image-folder records: the manifest split, and for 300-W's
-  test folders (lfpw, helen, ibug under root) the folder and 'common' / 'challenging' (full is
-  'all')."""
-  import os  # pylint: disable=g-import-not-at-top
-  for r in records:
+# Subsets listed first in tables, in this order; any others follow by name, then 'all'.
+SUBSET_ORDER = ("category1", "category2", "category3", "lfpw", "helen", "ibug", "common",
+                "challenging", "0-15", "15-30", "30-45", "45-90")
+
+
+def _limited(items: list, limit: int) -> list:
+  return items[:limit] if limit else items
+
+
+def image_folder_faces(root: str, split: str = "", num_landmarks: int = 68, limit: int = 0
+                       ) -> Iterator[tuple]:
+  """(path, landmarks, subsets) of an image folder's faces (one manifest split, or all): the
+  split, and for 300-W's test folders (lfpw, helen, ibug under root) the folder and 'common' /
+  'challenging' (full is 'all')."""
+  records, _ = read_image_folder(root, num_landmarks, split or None)
+  for r in _limited(records, limit):
     top = os.path.relpath(r.image, root).split(os.sep)[0].lower()
     subsets = [top, SUBSETS_300W[top]] if top in SUBSETS_300W else []
     if r.split:
       subsets.append(r.split)
     yield r.image, r.landmarks, subsets
+
+
+def aflw_faces(sqlite_path: str, limit: int = 0) -> Iterator[tuple]:
+  """(path, 7 points, [|yaw| bin]) of AFLW's faces that have all 7 points."""
+  faces, left_is_image_left, _ = aflw.read_aflw(sqlite_path, skip_bad_samples=True)
+  for face in _limited(faces, limit):
+    yield face.image, face.seven_points(left_is_image_left), [aflw.yaw_bin(face.yaw_deg)]
+
+
+def videos_300vw(root: str, which: str = "test", limit: int = 0) -> Iterator[tuple]:
+  """(frames, landmarks, subsets) of 300-VW videos: `which` is 'test' (the challenge's
+  categories 1-3), 'rednet_test' (RED-Net's 24 common + challenging), 'all', or 'id,id,...'.
+  Subsets: the category and the RED-Net group of each video."""
+  if which == "test":
+    ids = [v for c in video_300vw.TEST_CATEGORIES.values() for v in c]
+  elif which in ("all", "rednet_test"):
+    ids = None
+  else:
+    ids = which.split(",")
+  videos, _ = video_300vw.read_300vw(root, ids)
+  split = video_300vw.rednet_split(videos)
+  if which == "rednet_test":
+    videos = split["test"]
+  red = {v.video_id: name for name in ("common", "challenging") for v in split[name]}
+  category = {v: c for c, ids in video_300vw.TEST_CATEGORIES.items() for v in ids}
+  for video in _limited(videos, limit):
+    subsets = [s for s in (category.get(video.video_id), red.get(video.video_id)) if s]
+    yield video_frames(video.path), video.landmarks, subsets
+
+
+def still_clip_videos(root: str, split: str = "", num_landmarks: int = 68,
+                      occluder_prob: float = 0.5, frame_size: int = 128, limit: int = 0
+                      ) -> Iterator[tuple]:
+  """One fixed T=10 clip per still of an image folder (`stills_to_clips`), as (frames,
+  landmarks, [split]). The clips are the same for every model, and their camera paths the same
+  for every `occluder_prob` (the occluder is drawn after the path), so occluder_prob=1 and 0 give
+  the same clips with and without an occluder."""
+  records, _ = read_image_folder(root, num_landmarks, split or None)
+  config = StillClipConfig(out_size=frame_size, occluder_prob=occluder_prob)
+  for i, record in enumerate(_limited(records, limit)):
+    rng = np.random.default_rng(1000 + i)
+    frames, landmarks = clip_from_still(load_image_rgb(record.image), record.landmarks, rng,
+                                        config)
+    yield iter(frames), landmarks, [record.split] if record.split else []

@@ -251,3 +251,32 @@ def test_track_cli_writes_300vw_pts_overlay_and_jitter(tmp_path):
   points = read_pts(str(tracked / "annot" / "000006.pts"))
   assert float(metrics.normalised_errors(points, truths[5], "io")) < 0.15
   assert (tracked / "overlay.mp4").stat().st_size > 0 and (tracked / "jitter.png").exists()
+
+
+def test_data_sources_of_the_protocols(tiny_model_dir, tmp_path):
+  model = load_model(tiny_model_dir)
+  root = os.path.dirname(FIXTURE)
+  faces = list(protocols.image_folder_faces(root, "val"))
+  assert [os.path.basename(f[0]) for f in faces] == [os.path.basename(p) for p in VAL_FACES]
+  assert all(f[2] == ["val"] for f in faces)
+  # Still clips: the same camera paths with and without the occluder.
+  plain = list(protocols.still_clip_videos(root, "val", occluder_prob=0.0, frame_size=64))
+  occluded = list(protocols.still_clip_videos(root, "val", occluder_prob=1.0, frame_size=64))
+  for (f0, l0, _), (f1, l1, _) in zip(plain, occluded):
+    np.testing.assert_array_equal(l0, l1)
+    assert not np.array_equal(np.stack(list(f0)), np.stack(list(f1)))
+  # 300-VW layout (synthetic videos), every video.
+  from data_pipelines.synthetic import SyntheticConfig, write_300vw_layout
+  write_300vw_layout(str(tmp_path / "vw"), 2, config=SyntheticConfig(size=64, num_frames=4))
+  result = protocols.evaluate_videos(model, protocols.videos_300vw(str(tmp_path / "vw"), "all"))
+  assert len(result.points) == 8
+  # AFLW: 7 annotated points, |yaw| bins; a 68-point model is compared on its 7 matching points.
+  from test_aflw import make_aflw
+  sqlite = make_aflw(str(tmp_path / "aflw"))
+  for name in os.listdir(tmp_path / "aflw" / "flickr" / "0"):
+    shutil.copy(VAL_FACES[0], tmp_path / "aflw" / "flickr" / "0" / name)
+  result = protocols.evaluate_images(model, protocols.aflw_faces(sqlite), "detector")
+  assert {s for subsets in result.subsets for s in subsets} == {"15-30", "30-45", "45-90"}
+  assert result.points[0].shape == (7, 2) and len(result.points) == 4
+  assert set(protocols.tables(result, protocols.SUBSET_ORDER)) == {"15-30", "30-45", "45-90",
+                                                                   "all"}
