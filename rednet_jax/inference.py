@@ -64,11 +64,12 @@ def export_model(checkpoint_dir: str, stage_config, out_dir: str, info: dict | N
   data.box_scale); `info` (training data, metrics, config) goes into model.json."""
   saved = checkpoints.restore_leaves(checkpoint_dir, ("variables", "mean_shape"))
   model_fields = dict(stage_config.model)
-  variables = saved["variables"]
-  if model_fields.get("use_identity"):
-    # The identity classifier is a training device (f_CLS); inference never reads it.
-    variables["params"] = {k: v for k, v in variables["params"].items() if k != "identity"}
-  model_fields.update(use_identity=False, num_identities=0, dropout_rate=0.0)
+  # f_CLS (identity classifier) and f_REG (shape regression) are training devices: the
+  # landmarks are read from the responses, so inference neither needs nor runs them.
+  variables = {collection: {k: v for k, v in tree.items() if k not in ("identity", "shape")}
+               for collection, tree in saved["variables"].items()}
+  model_fields.update(use_identity=False, num_identities=0, use_shape_regression=False,
+                      dropout_rate=0.0)
   info = {**(info or {}), "checkpoint_step": int(saved["step"])}
   return save_model(out_dir, model_fields, variables, stage_config.data.size,
                     stage_config.data.box_scale, saved["mean_shape"], info)
