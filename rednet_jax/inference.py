@@ -14,12 +14,12 @@ face's extent (the larger side of the landmarks' box), centred on that box, resi
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 import os
 from typing import Any
 
 import cv2
-import importlib_resources
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,7 +32,7 @@ from rednet_jax.models import build_model
 from rednet_jax.train_step import normalise_images
 
 MODEL_FILE, VARIABLES_DIR = "model.json", "variables"
-DEFAULT_MODEL_DIR = str(importlib_resources.files("rednet_jax") / "assets" / "ytf68_cpu")
+DEFAULT_MODEL_DIR = str(importlib.resources.files("rednet_jax") / "assets" / "ytf68_cpu")
 # Below this confidence a tracked face counts as lost and the detector looks again. Chosen on
 # the shipped model (MODEL_CARD.md): ytf68 val faces score 0.5-0.9, crops of background < 0.2.
 DEFAULT_MIN_CONFIDENCE = 0.25

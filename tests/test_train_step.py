@@ -56,6 +56,7 @@ def test_four_devices_match_one_device_and_the_loss_falls():
       kernel = state.params["spatial"]["encoder"]["conv5_3"]["conv"]["kernel"]
       assert kernel.sharding.spec != jax.sharding.PartitionSpec()
       assert kernel.addressable_shards[0].data.size == kernel.size // 4
+    before = jax.device_get((state.params, state.batch_stats))
     state, metrics = step(state, batch, jax.random.key(0))
     results[n] = (step, state, batch, metrics)
   (step, s1, batch, m1), (_, s4, _, m4) = results[1], results[4]
@@ -63,10 +64,15 @@ def test_four_devices_match_one_device_and_the_loss_falls():
   # drift further: the argmax feedback is discontinuous, so 1e-6 differences can move a square.)
   for key in m1:
     np.testing.assert_allclose(m1[key], m4[key], rtol=1e-4, err_msg=key)
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5),
-               s1.params, s4.params)
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-5),
-               s1.batch_stats, s4.batch_stats)
+  # Compare each leaf's update with its own size: first-layer BN gradients sum 32k terms that
+  # mostly cancel, so reduction order moves them by ~0.2 % of the update (1e-5 absolute), while
+  # a sharding bug (per-device BN statistics, unaveraged gradients) moves them by >= 25 %.
+  after1, after4 = jax.device_get((s1.params, s1.batch_stats)), jax.device_get((s4.params,
+                                                                               s4.batch_stats))
+  for (path, a1), a4, b in zip(jax.tree_util.tree_leaves_with_path(after1),
+                               jax.tree.leaves(after4), jax.tree.leaves(before)):
+    update = np.abs(a1 - b).max()
+    assert np.abs(a1 - a4).max() <= 0.05 * update + 1e-7, jax.tree_util.keystr(path)
   assert set(m1) >= {"loss", "loss_response", "loss_shape", "loss_identity", "nme_io",
                      "grad_norm", "learning_rate", "valid_clips"}
   losses = [float(m1["loss"])]
