@@ -120,13 +120,18 @@ class _Log:
     self.active = jax.process_index() == 0
     self.path = os.path.join(stage_dir, "metrics.jsonl")
     self.writer = None
+    # Wall seconds the stage had spent when the checkpoint we resume from was written, so that
+    # train_seconds counts every run of the stage (time spent past that checkpoint is lost work).
+    self.seconds_before = 0.0
     if not self.active:
       return
     if os.path.exists(self.path):   # drop what was logged after the checkpoint we resume from
       with open(self.path, encoding="utf-8") as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resumed_step]
+        kept = [json.loads(line) for line in f if line.strip()]
+      kept = [m for m in kept if m["step"] <= resumed_step]
       with open(self.path, "w", encoding="utf-8") as f:
-        f.writelines(kept)
+        f.writelines(json.dumps(m) + "\n" for m in kept)
+      self.seconds_before = max((m.get("train_seconds", 0.0) for m in kept), default=0.0)
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self.writer = SummaryWriter(os.path.join(stage_dir, "tensorboard"), purge_step=resumed_step + 1)
 
@@ -290,7 +295,9 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str) -> dict[str, An
       rate = window_steps / elapsed if window_steps > 0 else float("nan")
       log.write(step, "train", {**mean, **({"steps_per_second": rate,
                                             "frames_per_second": rate * frames_per_step}
-                                           if rate > 0 else {})})
+                                           if rate > 0 else {}),
+                                "train_seconds": log.seconds_before + time.perf_counter()
+                                - stage_start})
       logging.info("[%s] step %d/%d (epoch %.2f) loss %.4f nme_io %.2f %% lr %.2e | "
                    "%.2f steps/s %.1f frames/s ETA %s", config.name, step, total_steps,
                    step / data.steps_per_epoch, mean["loss"], mean["nme_io"],
@@ -305,7 +312,7 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str) -> dict[str, An
     if config.eval_every_steps and step % config.eval_every_steps == 0 and step < total_steps:
       run_eval(step)
 
-  train_seconds = time.perf_counter() - stage_start
+  train_seconds = log.seconds_before + time.perf_counter() - stage_start
   final, details = run_eval(total_steps)
   final["train_seconds"] = train_seconds
   if jax.process_index() == 0:

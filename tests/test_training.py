@@ -117,9 +117,14 @@ def test_kill_9_then_resume_gives_the_uninterrupted_parameters(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, a["variables"], b["variables"])
   jax.tree.map(np.testing.assert_array_equal, a["opt_state"], b["opt_state"])
   # The log holds each step once: lines written after the last checkpoint were dropped.
-  steps = [json.loads(l)["step"] for l in open(tmp_path / "killed" / "image" / "metrics.jsonl")
-           if json.loads(l)["split"] == "train"]
-  assert steps == list(range(1, 17))
+  lines = [json.loads(l) for l in open(tmp_path / "killed" / "image" / "metrics.jsonl")]
+  train_lines = [m for m in lines if m["split"] == "train"]
+  assert [m["step"] for m in train_lines] == list(range(1, 17))
+  # One clock across the kill: the resumed run's seconds continue from step 8's.
+  seconds = [m["train_seconds"] for m in train_lines]
+  assert seconds == sorted(seconds) and seconds[8] > seconds[7] > 0
+  final = json.load(open(tmp_path / "killed" / "image" / "final.json"))
+  assert final["train_seconds"] >= seconds[-1]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

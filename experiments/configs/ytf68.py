@@ -9,7 +9,8 @@ people `val`). Point the config at it with `--config.data_root`.
 Command:
   python experiments/run.py --config=ytf68 --workdir=/tmp/ytf68 --config.data_root=/path/to/ytf68
 Hardware: 2 CPU cores.
-Expected time: image stage ~45 min, video stage ~15 min (measured, see the model card).
+Expected time: image stage 42-63 min, video stage ~27 min (measured on two 2-core machines,
+0.8-1.2 steps/s; see the model card).
 Expected result: `val` (30 unseen people, 300 frames) nme_io below 7 % after the image stage;
 `<workdir>/summary.md` has both stages' numbers.
 
