@@ -35,8 +35,8 @@ MODEL_FILE, VARIABLES_DIR = "model.json", "variables"
 DEFAULT_MODEL_DIR = str(importlib.resources.files("rednet_jax") / "assets" / "ytf68_cpu")
 # Below this confidence a tracked face counts as lost and the detector looks again. Chosen on
 # the shipped model with benchmarks/tracker_confidence.py (ytf68 val, p5 / p50 / p95): faces
-# 0.61 / 0.72 / 0.77; the box moved a face width sideways 0.25 / 0.36 / 0.49; the face at a
-# third of the box 0.32 / 0.47 / 0.58; noise 0.30 / 0.39 / 0.50.
+# 0.61 / 0.73 / 0.78; the box moved a face width sideways 0.26 / 0.39 / 0.52; the face at a
+# third of the box 0.31 / 0.45 / 0.58; noise 0.33 / 0.43 / 0.53.
 DEFAULT_MIN_CONFIDENCE = 0.5
 
 

@@ -9,11 +9,13 @@ people `val`). Point the config at it with `--config.data_root`.
 Command:
   python experiments/run.py --config=ytf68 --workdir=/tmp/ytf68 --config.data_root=/path/to/ytf68
 Hardware: 2 CPU cores.
-Expected time: image stage 42-63 min, video stage ~27 min (measured on two 2-core machines,
-0.8-1.2 steps/s; see the model card).
-Expected result: `val` (30 unseen people, 300 frames) nme_io 6.2 % after the image stage (the
-target is below 7 %), 5.8 % for the exported video stage on the same stills (6.2 % on 300 val
-clips tracked frame by frame); `<workdir>/summary.md` has both stages' numbers.
+Expected time: image stage 35 min, video stage 16 min, 52 min wall in all (measured at
+1.3-1.6 / 0.41 steps/s; a slower 2-core machine at 0.82 steps/s took 63 + 27 min; see the
+model card).
+Expected result: `val` (30 unseen people, 300 frames) nme_io 6.1 % after the image stage (the
+target is below 7 %; 6.7 % after epoch 2), 5.7 % for the exported video stage on the same
+stills (6.0 % on 300 val clips tracked frame by frame); `<workdir>/summary.md` has both stages'
+numbers.
 
 Not the paper's settings (the paper's are in image_stage.py / video_stage.py): a quarter-width
 VGG-16 at 64 px with K = 2 from scratch (no ImageNet weights here), Adam annealed per epoch,
