@@ -25,15 +25,14 @@ import sys
 
 from absl import app, flags
 
-from rednet_jax import protocols, reports
-from rednet_jax.inference import load_model
+from rednet_jax import cli, protocols, reports
 
 _KIND = flags.DEFINE_enum("kind", None, ["image_folder", "300vw", "still_clips", "aflw"],
                           "What --root holds.", required=True)
 _ROOT = flags.DEFINE_string("root", None, "Dataset folder (AFLW: aflw.sqlite).", required=True)
 _OUT = flags.DEFINE_string("out", None, "Folder for results.json, results.md, ced.png.",
                            required=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Exported model folder (default: shipped).")
+_LOAD_MODEL = cli.define_model_flags()
 _SPLIT = flags.DEFINE_string("split", "", "image_folder / still_clips: manifest split ('': all).")
 _VIDEOS = flags.DEFINE_string("videos", "test", "300vw: 'test' (categories 1-3), 'rednet_test' "
                               "(RED-Net's 24 common + challenging), 'all', or ids 'a,b,c'.")
@@ -51,7 +50,7 @@ _LIMIT = flags.DEFINE_integer("limit", 0, "Evaluate only the first N images / vi
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  model = load_model(_CHECKPOINT.value)
+  model = _LOAD_MODEL()
   root = os.path.expanduser(_ROOT.value)
   limit = _LIMIT.value
   if _KIND.value == "image_folder":
@@ -84,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

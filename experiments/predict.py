@@ -22,18 +22,19 @@ import sys
 
 from absl import app, flags
 
-from rednet_jax.inference import load_model, predict_folder
+from rednet_jax import cli
+from rednet_jax.inference import predict_folder
 
 _INPUT = flags.DEFINE_string("input", None, "Folder of images.", required=True)
 _OUT = flags.DEFINE_string("out", None, "JSON file to write.", required=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Exported model folder (default: shipped).")
+_LOAD_MODEL = cli.define_model_flags()
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Faces per model call.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  model = load_model(_CHECKPOINT.value)
+  model = _LOAD_MODEL()
   results, counts = predict_folder(
       model, _INPUT.value, batch_size=_BATCH_SIZE.value,
       report=lambda message: print(f"warning: {message}", file=sys.stderr))
@@ -44,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -2,10 +2,19 @@ r"""Trains a curriculum stage (or the whole curriculum) from a config.
 
   python experiments/run.py --config=video_stage --workdir=$HOME/runs/rednet68
   python experiments/run.py --config=video_stage:cpu --config.data.batch_size=8 --workdir=...
+  python experiments/run.py --config=quickstart --config.model.num_steps=3 --workdir=...
   python experiments/run.py --config=path/to/my_config.py:ARG --workdir=...
 
-A bare name means `experiments/configs/NAME.py`; `--config.a.b=v` overrides a field. Re-running
-the same command resumes an interrupted run.
+--config=NAME[:PRESET] is `experiments/configs/NAME.py` (a path to any config file works):
+  quickstart[:tiny]     the three stages at CPU size on synthetic faces (no data needed)
+  image_stage[:cpu]     stage 1 on 300-W-style image folders
+  identity_stage[:cpu]  stage 2, from image
+  video_stage[:cpu]     stage 3 on 300-VW, from identity
+  ytf68                 real faces at CPU size: image stage, then video stage on clips of stills
+`--config.a.b=v` overrides a field (on a curriculum, `--config.model.x=v` sets it in every
+stage and `--config.video.model.x=v` in one). Re-running the same command resumes an
+interrupted run and reuses finished stages, if their recorded config matches; --restart starts
+stages over. User errors end with one line on stderr (--verbose for the traceback).
 """
 
 import sys
@@ -13,20 +22,21 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rednet_jax import configs, train
+from rednet_jax import cli, configs, train
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:preset].",
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:preset] (see above).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and figures go.")
+_RESTART = flags.DEFINE_list("restart", [], "Stages to start over ('all': every stage); their "
+                             "old folders are renamed <stage>.replaced-<time>, not deleted.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, restart=tuple(_RESTART.value))
 
 
 if __name__ == "__main__":
-  sys.argv = configs.resolve_config_argument(sys.argv)
-  app.run(main)
+  cli.run(main, configs.resolve_config_argument)

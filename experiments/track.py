@@ -17,11 +17,12 @@ import sys
 from absl import app, flags
 
 from data_pipelines.pts import DataError
-from rednet_jax.inference import DEFAULT_MIN_CONFIDENCE, Tracker, load_model
+from rednet_jax import cli
+from rednet_jax.inference import DEFAULT_MIN_CONFIDENCE, Tracker
 from rednet_jax.video_tracking import track_video
 
 _VIDEO = flags.DEFINE_multi_string("video", None, "Video file(s) to track.", required=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Exported model folder (default: shipped).")
+_LOAD_MODEL = cli.define_model_flags()
 _OUT = flags.DEFINE_string("out", None, "Output folder (one subfolder per video when several).",
                            required=True)
 _MIN_CONFIDENCE = flags.DEFINE_float("min_confidence", DEFAULT_MIN_CONFIDENCE,
@@ -32,7 +33,7 @@ _MAX_FRAMES = flags.DEFINE_integer("max_frames", 0, "Stop after this many frames
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  model = load_model(_CHECKPOINT.value)
+  model = _LOAD_MODEL()
   failed = 0
   for video in _VIDEO.value:
     out = _OUT.value
@@ -52,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

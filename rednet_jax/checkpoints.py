@@ -53,37 +53,73 @@ def restore(manager: ocp.CheckpointManager, like: Any, step: int | None = None,
   return manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
 
+def _adapt_per_step_statistics(saved: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+  """BatchNorm running statistics kept per spatial step (leading axis K) for a model with
+  another K, or shared ones for a per-step model and back; None when `shape` is not such a
+  change. Rule: steps the previous stage had keep their statistics; every new step starts from
+  those of the last step it trained (the one closest to a converged response); shared
+  statistics seed every step, and a shared model takes the last step's."""
+  if saved.ndim == len(shape) and saved.shape[1:] == shape[1:]:
+    k = shape[0]
+    if k <= saved.shape[0]:
+      return saved[:k]
+    return np.concatenate([saved, np.repeat(saved[-1:], k - saved.shape[0], axis=0)])
+  if saved.ndim + 1 == len(shape) and saved.shape == shape[1:]:
+    return np.broadcast_to(saved, shape).copy()
+  if saved.ndim == len(shape) + 1 and saved.shape[1:] == shape:
+    return saved[-1]
+  return None
+
+
 def init_from_previous_stage(variables: dict[str, Any], previous_stage_dir: str,
                              keep_fresh: Sequence[str] = ()) -> tuple[dict[str, Any], list[str]]:
   """`variables` ({'params', 'batch_stats'} of this stage's freshly initialised model) with
   every leaf that the previous stage's latest checkpoint also has taken from that checkpoint
   (parameters and BatchNorm statistics alike). Modules new in this stage, and leaves whose path
   (e.g. `params/identity/logits/kernel`) matches a regex of `keep_fresh` (a classifier whose
-  classes changed), keep their fresh init; their paths are returned. Other shapes must agree
-  leaf by leaf."""
+  classes changed), keep their fresh init; their paths are returned. BatchNorm statistics
+  kept per spatial step follow a change of K (`_adapt_per_step_statistics`); any other shape
+  must agree leaf by leaf (ConfigError naming the leaf otherwise)."""
+  from rednet_jax.configs import ConfigError  # pylint: disable=g-import-not-at-top
   manager = checkpoint_manager(previous_stage_dir)
   step = manager.latest_step()
   if step is None:
-    raise FileNotFoundError(f"{previous_stage_dir}: no complete checkpoint of the previous "
-                            "stage; train it first or point the config elsewhere")
+    raise ConfigError(f"init_from: {previous_stage_dir} holds no complete checkpoint of the "
+                      "previous stage; train that stage first or point init_from elsewhere")
   saved = manager.item_metadata(step)["state"]
   saved = saved.tree if hasattr(saved, "tree") else saved
   saved_flat = flax.traverse_util.flatten_dict(saved["variables"], sep="/")
   flat = flax.traverse_util.flatten_dict(variables, sep="/")
   saved_flat = {p: v for p, v in saved_flat.items()
                 if not any(re.fullmatch(pattern, p) for pattern in keep_fresh)}
+  adapted = set()
   for path, leaf in flat.items():
-    if path in saved_flat and tuple(saved_flat[path].shape) != tuple(leaf.shape):
-      raise ValueError(f"{previous_stage_dir}: {path} has shape {tuple(saved_flat[path].shape)}"
-                       f" in the checkpoint, {tuple(leaf.shape)} in this model")
+    if path not in saved_flat or tuple(saved_flat[path].shape) == tuple(leaf.shape):
+      continue
+    saved_shape = tuple(saved_flat[path].shape)
+    if path.startswith("batch_stats/") and _adapt_per_step_statistics(
+        np.zeros(saved_shape, np.float32), tuple(leaf.shape)) is not None:
+      adapted.add(path)
+      continue
+    raise ConfigError(
+        f"init_from: {path} has shape {saved_shape} in {previous_stage_dir} and "
+        f"{tuple(leaf.shape)} in this stage's model: the model fields that size it (width, "
+        "num_landmarks, lstm_hidden, data.size for the regression head, ...) must match the "
+        "previous stage's, or add a regex matching the leaf to init_keep_fresh to start it "
+        "fresh")
   shared = flax.traverse_util.unflatten_dict(
-      {p: v for p, v in flat.items() if p in saved_flat}, sep="/")
+      {p: (np.zeros(saved_flat[p].shape, saved_flat[p].dtype) if p in adapted else v)
+       for p, v in flat.items() if p in saved_flat}, sep="/")
   target = {"variables": shared}
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
       item=target, partial_restore=True,
       restore_args=ocp.checkpoint_utils.construct_restore_args(target))))["state"]
   manager.close()
-  merged = {**flat, **flax.traverse_util.flatten_dict(restored["variables"], sep="/")}
+  restored_flat = flax.traverse_util.flatten_dict(restored["variables"], sep="/")
+  for path in adapted:
+    restored_flat[path] = jax.numpy.asarray(_adapt_per_step_statistics(
+        np.asarray(restored_flat[path]), tuple(flat[path].shape)))
+  merged = {**flat, **restored_flat}
   fresh = sorted(p for p in flat if p not in saved_flat)
   return flax.traverse_util.unflatten_dict(merged, sep="/"), fresh
 

@@ -10,8 +10,11 @@ the config does not have is an error.
 from __future__ import annotations
 
 import copy
+import difflib
+import importlib.util
 import os
 import sys
+from typing import Any
 
 import ml_collections
 from absl import flags
@@ -61,7 +64,7 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.model.width = 1.0                # VGG-16
   c.model.num_steps = 3              # K (paper: 3; 4 adds little)
   c.model.feedback_squares = (7, 5, 3)
-  # Fully unrolled: NOTES.md, a rolled scan trains 6-30x slower on XLA:CPU.
+  # Fully unrolled: a rolled scan trains 6-30x slower on XLA:CPU (docs/engineering_notes.md).
   c.model.scan_unroll = c.model.get_ref("num_steps")
   c.model.bn_stats_per_step = True   # the authors' released code keeps them per step
   c.model.use_temporal = False
@@ -104,12 +107,76 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   return c
 
 
+class ConfigError(ValueError):
+  """A config value or override the user must fix; the message names the field as typed."""
+
+
+# Fields that cannot change what a stage computes: a stage may be resumed (or a finished one
+# reused) when only these differ from the config it was started with. The device count and the
+# state sharding change the order of floating-point reductions only (the last bits).
+RESULT_NEUTRAL_FIELDS = (
+    "name", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_every_steps",
+    "outputs", "data.workers", "eval.data.workers", "mesh.num_devices", "mesh.state_sharding")
+
+
+def _load_config_file(path: str, preset: str) -> ml_collections.ConfigDict:
+  spec = importlib.util.spec_from_file_location("_rednet_config_file", path)
+  if spec is None or not os.path.isfile(path):
+    raise ConfigError(f"--config={path}: no such config file")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset) if preset else module.get_config()
+
+
+def field_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every leaf field of `config` as a dotted path ('data.synthetic.seed')."""
+  paths = []
+  for key in config.keys():
+    value = config[key]
+    if isinstance(value, ml_collections.ConfigDict):
+      paths += field_paths(value, f"{prefix}{key}.")
+    else:
+      paths.append(prefix + key)
+  return paths
+
+
+def _has_path(config: ml_collections.ConfigDict, path: str) -> bool:
+  node = config
+  for part in path.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def _expand_override(config: ml_collections.ConfigDict, spec: str, path: str) -> list[str]:
+  """The config paths an override of `path` sets. On a curriculum config a field of the stages
+  (`model.num_steps`) applies to every stage that has it; `image.model.num_steps` to one."""
+  if _has_path(config, path):
+    return [path]
+  stages = list(config.curriculum) if "curriculum" in config else []
+  in_stages = [f"{stage}.{path}" for stage in stages if _has_path(config[stage], path)]
+  if in_stages:
+    return in_stages
+  known = field_paths(config)
+  if stages:
+    known += sorted({p.split(".", 1)[1] for p in known if p.split(".", 1)[0] in stages})
+  close = difflib.get_close_matches(path, known, n=3, cutoff=0.6)
+  where = (f"neither a field of the curriculum nor of its stages {stages} (a per-stage field "
+           f"is typed `--config.STAGE.{path}`, e.g. `--config.{stages[0]}.model.num_steps=3`; "
+           "a stage field without the stage applies to every stage)") if stages else "not a field"
+  raise ConfigError(f"--config.{path}: {where} of {spec}"
+                    + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
 def resolve_config_argument(argv: list[str], configs_dir: str = CONFIGS_DIR) -> list[str]:
   """Rewrites `--config=NAME[:ARG]` (a bare name, no `/` or `.py`) to the path of
-  `configs_dir/NAME.py`; other arguments pass unchanged. Unknown names are an error listing
-  the known ones."""
-  out = []
-  for arg in argv:
+  `configs_dir/NAME.py`, and checks every `--config.a.b=v` override against that config: on a
+  curriculum a stage field without a stage (`--config.model.num_steps=3`) becomes one override
+  per stage; a field the config does not have is an error with the closest names. Other
+  arguments pass unchanged. Unknown config names are an error listing the known ones."""
+  out, config, spec = [], None, ""
+  for index, arg in enumerate(argv):
     for prefix in ("--config=", "-config="):
       if arg.startswith(prefix):
         spec = arg[len(prefix):]
@@ -119,22 +186,146 @@ def resolve_config_argument(argv: list[str], configs_dir: str = CONFIGS_DIR) -> 
           if not os.path.exists(path):
             known = sorted(f[:-3] for f in os.listdir(configs_dir)
                            if f.endswith(".py") and not f.startswith("_"))
-            raise ValueError(f"--config={spec}: no config named {name!r} in {configs_dir}; "
-                             f"known: {known}, or give a path to a .py file")
+            raise ConfigError(f"--config={spec}: no config named {name!r} in {configs_dir}; "
+                              f"known: {known}, or give a path to a .py file")
           arg = prefix + path + sep + preset
+        try:
+          config = _load_config_file(arg[len(prefix):].partition(":")[0], preset)
+        except ConfigError:
+          raise
+        except ValueError as e:   # an unknown preset
+          raise ConfigError(f"--config={spec}: {e}") from e
     out.append(arg)
-  return out
+  if config is None:
+    return out
+  expanded = []
+  for arg in out:
+    flag = next((p for p in ("--config.", "-config.") if arg.startswith(p)), None)
+    if flag is None:
+      expanded.append(arg)
+      continue
+    path, eq, value = arg[len(flag):].partition("=")
+    expanded += [f"{flag}{p}{eq}{value}" for p in _expand_override(config, spec, path)]
+  return expanded
 
 
 def load_config(spec: str, overrides: list[str] = (),
                 configs_dir: str = CONFIGS_DIR) -> ml_collections.ConfigDict:
   """The config `experiments/run.py --config=SPEC --config.a=b ...` would get (for notebooks,
   sweeps and tests). `overrides` are 'a.b=v' strings."""
-  argv = resolve_config_argument([sys.argv[0], f"--config={spec}"], configs_dir)
-  argv += [f"--config.{o}" for o in overrides]
+  argv = [sys.argv[0], f"--config={spec}"] + [f"--config.{o}" for o in overrides]
+  argv = resolve_config_argument(argv, configs_dir)
   flag_values = flags.FlagValues()
   # config_flags finds the override flags in the argv it is given (default: sys.argv).
   config_flags.DEFINE_config_file("config", None, "config file", flag_values=flag_values,
                                   lock_config=True, sys_argv=argv)
   flag_values(argv)
   return flag_values.config
+
+
+def stage_configs(config: ml_collections.ConfigDict) -> list[tuple[str, Any]]:
+  """[(field prefix as the user types it, stage config)]: ('image.', ...) per stage of a
+  curriculum, ('', config) for a single stage."""
+  if "curriculum" in config:
+    return [(f"{name}.", config[name]) for name in config.curriculum]
+  return [("", config)]
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks every stage's values before anything is built or compiled; raises ConfigError
+  listing each bad field as the user would type it (`image.data.batch_size`)."""
+  # Imported here: configs.py is imported by the configs themselves, before JAX is needed.
+  from rednet_jax.input_pipeline import KINDS  # pylint: disable=g-import-not-at-top
+  from rednet_jax.models import MODELS  # pylint: disable=g-import-not-at-top
+  from rednet_jax.reports import STAGE_OUTPUTS  # pylint: disable=g-import-not-at-top
+  problems = []
+  if "curriculum" in config:
+    missing = [n for n in config.curriculum if n not in config]
+    if missing or not config.curriculum:
+      problems.append(f"curriculum: {list(config.curriculum)} names no stage config {missing}")
+  for prefix, c in ([] if problems else stage_configs(config)):
+    def need(ok, field, rule):
+      if not ok:
+        value = c
+        for part in field.split("."):
+          value = value[part]
+        problems.append(f"{prefix}{field}={value!r}: {rule}")
+
+    def positive(*fields):
+      for field in fields:
+        value = c
+        for part in field.split("."):
+          value = value[part]
+        need(isinstance(value, int) and value >= 1, field, "must be a positive integer")
+
+    positive("data.batch_size", "data.size", "data.clip_length", "data.samples_per_image",
+             "data.clips_per_video", "data.num_landmarks", "model.num_steps", "model.scan_unroll",
+             "model.lstm_hidden", "eval.batch_size", "eval.clips_per_video", "log_every_steps",
+             "checkpoint_every_steps", "keep_checkpoints")
+    need(c.total_steps >= 0, "total_steps", "must be >= 0 (0: train num_epochs)")
+    if not c.total_steps:
+      positive("num_epochs")
+    need(c.eval_every_steps >= 0, "eval_every_steps", "must be >= 0 (0: only at the end)")
+    need(c.eval.max_batches >= 0, "eval.max_batches", "must be >= 0 (0: all)")
+    need(c.data.workers >= 0, "data.workers", "must be >= 0 (0: load in this process)")
+    need(c.data.size % 32 == 0, "data.size", "must be a multiple of 32 (five 2x2 poolings)")
+    need(c.data.box_scale > 0, "data.box_scale", "must be > 0")
+    need(0 <= c.data.occluder_prob <= 1, "data.occluder_prob", "must be in [0, 1]")
+    need(c.data.kind in KINDS, "data.kind", f"must be one of {list(KINDS)}")
+    need(not c.eval.data.kind or c.eval.data.kind in KINDS, "eval.data.kind",
+         f"must be '' (the training data's held-out split) or one of {list(KINDS)}")
+    need(c.model.name in MODELS, "model.name", f"must be one of {sorted(MODELS)}")
+    need(c.model.width > 0, "model.width", "must be > 0")
+    need(len(c.model.feedback_squares) > 0 and all(
+        isinstance(s, int) and s >= 1 and s % 2 for s in c.model.feedback_squares),
+         "model.feedback_squares", "must be odd positive square sides, e.g. (7, 5, 3)")
+    need(0 <= c.model.dropout_rate < 1, "model.dropout_rate", "must be in [0, 1)")
+    need(0 < c.model.bn_momentum < 1, "model.bn_momentum", "must be in (0, 1)")
+    need(c.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype",
+         "must be 'float32', 'bfloat16' or 'float16'")
+    need(c.model.num_identities == -1 or c.model.num_identities >= 1, "model.num_identities",
+         "must be -1 (as many as the training data has) or positive")
+    need(c.optimizer.name in ("sgd", "adam"), "optimizer.name", "must be 'sgd' (paper) or 'adam'")
+    need(c.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
+    need(0 <= c.optimizer.momentum < 1, "optimizer.momentum", "must be in [0, 1)")
+    need(0 < c.optimizer.decay_rate <= 1, "optimizer.decay_rate", "must be in (0, 1]")
+    need(c.optimizer.decay_every_epochs > 0, "optimizer.decay_every_epochs", "must be > 0")
+    need(c.optimizer.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
+    positive("loss.target_square")
+    for key in c.loss.weights.keys():
+      need(c.loss.weights[key] >= 0, f"loss.weights.{key}", "must be >= 0")
+    need(c.z0_in_training in ("prediction", "ground_truth"), "z0_in_training",
+         "must be 'prediction' (paper) or 'ground_truth' (teacher forcing)")
+    need(c.mesh.state_sharding in ("replicated", "fsdp"), "mesh.state_sharding",
+         "must be 'replicated' or 'fsdp'")
+    need(c.mesh.num_devices == -1 or c.mesh.num_devices >= 1, "mesh.num_devices",
+         "must be -1 (all) or positive")
+    unknown = sorted(set(c.outputs) - set(STAGE_OUTPUTS))
+    need(not unknown, "outputs", f"unknown {unknown}; known: {list(STAGE_OUTPUTS)}")
+  if problems:
+    raise ConfigError("bad config value" + ("s" if len(problems) > 1 else "") + ":\n  "
+                      + "\n  ".join(problems))
+
+
+def differences(recorded: dict, current: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+  """[(field as typed, recorded value, current value)] for the fields that differ between two
+  stage configs as dicts (`to_dict()` / JSON), leaving out RESULT_NEUTRAL_FIELDS."""
+  def flat(d, p=""):
+    out = {}
+    for k, v in d.items():
+      if isinstance(v, dict):
+        out.update(flat(v, f"{p}{k}."))
+      else:
+        out[p + k] = list(v) if isinstance(v, tuple) else v
+    return out
+  a, b = flat(recorded), flat(json_roundtrip(current))
+  return [(prefix + k, a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b))
+          if k not in RESULT_NEUTRAL_FIELDS and a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+def json_roundtrip(config) -> dict:
+  """A stage config as the JSON dict recorded in a stage folder (tuples become lists)."""
+  import json  # pylint: disable=g-import-not-at-top
+  if isinstance(config, ml_collections.ConfigDict):
+    return json.loads(config.to_json_best_effort())
+  return json.loads(json.dumps(config))

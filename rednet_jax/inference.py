@@ -40,15 +40,21 @@ DEFAULT_MODEL_DIR = str(importlib.resources.files("rednet_jax") / "assets" / "yt
 DEFAULT_MIN_CONFIDENCE = 0.5
 
 
-def save_model(out_dir: str, model_fields: dict, variables: Any, size: int, box_scale: float,
-               mean_shape: np.ndarray, info: dict | None = None) -> str:
-  """Writes an exported model folder (module docstring) from its parts."""
+def _description(model_fields: dict, size: int, box_scale: float, mean_shape: np.ndarray,
+                 info: dict | None) -> dict:
   description = {"model": {k: (list(v) if isinstance(v, tuple) else v)
                            for k, v in dict(model_fields).items()},
                  "size": int(size), "box_scale": float(box_scale),
                  "mean_shape": np.asarray(mean_shape, np.float64).round(4).tolist(),
                  "info": info or {}}
   build_model(description["model"])            # fails here, not at load time, on a bad field
+  return description
+
+
+def save_model(out_dir: str, model_fields: dict, variables: Any, size: int, box_scale: float,
+               mean_shape: np.ndarray, info: dict | None = None) -> str:
+  """Writes an exported model folder (module docstring) from its parts."""
+  description = _description(model_fields, size, box_scale, mean_shape, info)
   os.makedirs(out_dir, exist_ok=True)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.abspath(os.path.join(out_dir, VARIABLES_DIR)),
@@ -59,13 +65,9 @@ def save_model(out_dir: str, model_fields: dict, variables: Any, size: int, box_
   return out_dir
 
 
-def export_model(checkpoint_dir: str, stage_config, out_dir: str, info: dict | None = None
-                 ) -> str:
-  """Writes the latest training checkpoint in `checkpoint_dir` (a stage's `checkpoints/`) as an
-  exported model in `out_dir`. `stage_config` is the stage's config (model fields, data.size,
-  data.box_scale); `info` (training data, metrics, config) goes into model.json."""
+def _model_parts(checkpoint_dir: str, stage_config, info: dict | None):
   saved = checkpoints.restore_leaves(checkpoint_dir, ("variables", "mean_shape"))
-  model_fields = dict(stage_config.model)
+  model_fields = dict(stage_config["model"])
   # f_CLS (identity classifier) and f_REG (shape regression) are training devices: the
   # landmarks are read from the responses, so inference neither needs nor runs them.
   variables = {collection: {k: v for k, v in tree.items() if k not in ("identity", "shape")}
@@ -73,8 +75,64 @@ def export_model(checkpoint_dir: str, stage_config, out_dir: str, info: dict | N
   model_fields.update(use_identity=False, num_identities=0, use_shape_regression=False,
                       dropout_rate=0.0)
   info = {**(info or {}), "checkpoint_step": int(saved["step"])}
-  return save_model(out_dir, model_fields, variables, stage_config.data.size,
-                    stage_config.data.box_scale, saved["mean_shape"], info)
+  return (model_fields, variables, stage_config["data"]["size"],
+          stage_config["data"]["box_scale"], saved["mean_shape"], info)
+
+
+def run_stage_parts(workdir: str, stage: str | None = None, config=None):
+  """(model fields, variables, size, box_scale, mean shape, info) of a stage of a training run,
+  from the config the stage recorded (`<workdir>/<stage>/config.json`). `stage` may be left out
+  when the workdir holds one stage. `config` (a stage config), when given, must agree with the
+  record (ConfigMismatchError naming the fields otherwise); it is needed only for a stage
+  trained before records existed."""
+  from rednet_jax import configs, run_records  # pylint: disable=g-import-not-at-top
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if stage is None:
+    found = sorted(n for n in (os.listdir(workdir) if os.path.isdir(workdir) else [])
+                   if os.path.isdir(os.path.join(workdir, n, "checkpoints")))
+    if len(found) != 1:
+      raise configs.ConfigError(f"--workdir={workdir} holds the stages {found}; name one with "
+                                "--stage")
+    stage = found[0]
+  stage_dir = os.path.join(workdir, stage)
+  if not os.path.isdir(os.path.join(stage_dir, "checkpoints")):
+    raise configs.ConfigError(f"{stage_dir}: no checkpoints/ folder; --workdir and --stage must "
+                              "name a stage of a training run")
+  record = run_records.read_record(stage_dir)
+  if record is None and config is None:
+    raise configs.ConfigError(f"{stage_dir} has no {run_records.CONFIG_FILE} (trained by an older "
+                              "version): pass the config it was trained with (--config=...)")
+  if record is not None and config is not None:
+    diffs = configs.differences(record["config"], config)
+    if diffs:
+      raise run_records.ConfigMismatchError(
+          f"{stage_dir} was trained with another config than the one given:\n"
+          + "\n".join(f"  {f}: {a!r} in the run, {b!r} given" for f, a, b in diffs)
+          + "\nLeave out --config: the run's own config is read from its folder.")
+  stage_config = record["config"] if record is not None else configs.json_roundtrip(config)
+  held_out = {}
+  if os.path.exists(os.path.join(stage_dir, "final.json")):
+    with open(os.path.join(stage_dir, "final.json"), encoding="utf-8") as f:
+      held_out = json.load(f)
+  runs = []
+  if os.path.exists(os.path.join(stage_dir, run_records.RUNS_FILE)):
+    with open(os.path.join(stage_dir, run_records.RUNS_FILE), encoding="utf-8") as f:
+      runs = [json.loads(line) for line in f if line.strip()]
+  info = {"stage": stage, "run": stage_dir, "run_id": record and record["run_id"],
+          "held_out": held_out, "config": stage_config, "training_runs": runs}
+  return _model_parts(os.path.join(stage_dir, "checkpoints"), stage_config, info)
+
+
+def export_run_stage(workdir: str, stage: str | None, out_dir: str, config=None) -> str:
+  """Exports a stage of a training run (`run_stage_parts`) into `out_dir`."""
+  return save_model(out_dir, *run_stage_parts(workdir, stage, config))
+
+
+def load_run_stage(workdir: str, stage: str | None = None) -> "LandmarkModel":
+  """A stage of a training run as a LandmarkModel, without writing an export."""
+  fields, variables, size, box_scale, mean_shape, info = run_stage_parts(workdir, stage)
+  description = _description(fields, size, box_scale, mean_shape, info)
+  return LandmarkModel(description, jax.tree.map(jnp.asarray, variables), info["run"])
 
 
 def load_model(path: str | None = None) -> "LandmarkModel":

@@ -19,10 +19,12 @@ therefore the data position that a checkpoint saves.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import os
 import shutil
+import tempfile
 from typing import Any, Callable
 
 import grain
@@ -112,27 +114,39 @@ def _require_dir(root: str, what: str, field: str) -> None:
 
 def _render_once(root: str, settings: dict, render: Callable[[str], Any]) -> None:
   """Renders synthetic data into `root` unless a complete copy with the same `settings` is
-  there (a `COMPLETE` file holding them, written last; a half-written folder from a killed run
-  is replaced). A copy rendered with other settings is an error, not silently reused."""
+  there (a `COMPLETE` file holding them). Each render goes into a private temporary folder
+  beside `root` and is renamed into place when complete, so a killed render leaves nothing
+  at `root`, and of two concurrent renders the first to finish wins (the other discards its
+  copy). A copy rendered with other settings is an error, not silently reused."""
   marker = os.path.join(root, "COMPLETE")
-  if os.path.exists(marker):
-    with open(marker, encoding="utf-8") as f:
+  if not os.path.exists(marker):
+    parent = os.path.dirname(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    partial = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.rendering-", dir=parent)
+    try:
+      render(partial)
+      with open(os.path.join(partial, "COMPLETE"), "w", encoding="utf-8") as f:
+        json.dump(settings, f)
+      if os.path.isdir(root) and not os.path.exists(marker):
+        # An incomplete folder left by an older version's render.
+        stale = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.stale-", dir=parent)
+        os.rename(root, stale)
+        shutil.rmtree(stale, ignore_errors=True)
       try:
-        saved = json.load(f)
-      except json.JSONDecodeError:
-        saved = "unknown settings"
-    if saved != settings:
-      raise DataError(f"{root}: synthetic data rendered with {saved}, the config asks for "
-                      f"{settings}; delete the folder or set data.root elsewhere")
-    return
-  partial = root + ".partial"
-  shutil.rmtree(partial, ignore_errors=True)
-  os.makedirs(partial)
-  render(partial)
-  with open(os.path.join(partial, "COMPLETE"), "w", encoding="utf-8") as f:
-    json.dump(settings, f)
-  shutil.rmtree(root, ignore_errors=True)
-  os.replace(partial, root)
+        os.rename(partial, root)      # atomic; fails if another render got there first
+      except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+          raise
+    finally:
+      shutil.rmtree(partial, ignore_errors=True)
+  with open(marker, encoding="utf-8") as f:
+    try:
+      saved = json.load(f)
+    except json.JSONDecodeError:
+      saved = "unknown settings"
+  if saved != settings:
+    raise DataError(f"{root}: synthetic data rendered with {saved}, the config asks for "
+                    f"{settings}; delete the folder or set data.root elsewhere")
 
 
 def _synthetic_config(data) -> synthetic.SyntheticConfig:

@@ -81,13 +81,15 @@ def overlay_video(frames: np.ndarray, points: np.ndarray, landmarks: np.ndarray 
     raise RuntimeError(f"{path}: the video writer produced no file")
 
 
+STAGE_OUTPUTS = ("ced_plot", "refinement_figure", "overlay_video")
+
+
 def write_stage_figures(details: dict, out_dir: str, outputs) -> list[str]:
   """The figures named in `outputs` ('ced_plot', 'refinement_figure', 'overlay_video') from an
   evaluation's details; returns the paths written."""
-  known = {"ced_plot", "refinement_figure", "overlay_video"}
-  unknown = set(outputs) - known
+  unknown = set(outputs) - set(STAGE_OUTPUTS)
   if unknown:
-    raise ValueError(f"unknown outputs {sorted(unknown)}; known: {sorted(known)}")
+    raise ValueError(f"unknown outputs {sorted(unknown)}; known: {list(STAGE_OUTPUTS)}")
   written = []
   if "ced_plot" in outputs:
     written.append(os.path.join(out_dir, "ced.png"))

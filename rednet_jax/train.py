@@ -7,13 +7,21 @@ A stage lives in `<workdir>/<config.name>/`:
   final.json       written when the stage is complete: final evaluation metrics
   ced.png, refinement.png, tracked.mp4   when listed in `config.outputs`
 
+  config.json      the resolved config the stage was started with (`run_records.py`)
+  runs.jsonl       one line per start or resume: versions, platform, devices, host, command
+
 Re-running the same command resumes from the latest complete checkpoint with the same data
-order; a stage with `final.json` is not retrained. A stage starts from the previous stage's
-checkpoint when `config.init_from` names it (a stage name under the same workdir, or a path).
+order; a stage with `final.json` is not retrained. Both only when the config matches the
+recorded one (result-neutral fields aside); otherwise the run stops naming the fields that
+differ. `restart` starts named stages over (their old folders are renamed, not deleted). One
+process writes a stage at a time (`<workdir>/.<stage>.lock`). A stage starts from the previous
+stage's checkpoint when `config.init_from` names it (a stage name under the same workdir, or a
+path).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging as logging_lib
 import math
@@ -29,7 +37,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from data_pipelines.loader import make_loader
-from rednet_jax import checkpoints, evaluation, reports
+from rednet_jax import checkpoints, configs, evaluation, reports, run_records
 from rednet_jax.input_pipeline import build_stage_data
 from rednet_jax.models import build_model
 from rednet_jax.train_step import TrainState, make_optimizer, make_train_step, shard_state
@@ -70,28 +78,67 @@ def maybe_initialize_distributed() -> None:
 
 def make_mesh(mesh_config) -> Mesh:
   """A 1-D data-parallel mesh over `mesh_config.num_devices` devices (-1: all). Auto axis types:
-  NOTES.md, the Explicit default rejects the pooling reshapes."""
+  the Explicit default rejects the pooling reshapes (docs/engineering_notes.md)."""
   devices = jax.devices()
   n = len(devices) if mesh_config.num_devices == -1 else mesh_config.num_devices
   if not 1 <= n <= len(devices):
-    raise ValueError(f"mesh.num_devices={mesh_config.num_devices}, but {len(devices)} devices "
-                     "are visible")
+    raise configs.ConfigError(f"mesh.num_devices={mesh_config.num_devices}, but {len(devices)} "
+                              "devices are visible")
   return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
                        devices=devices[:n])
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, dict]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       restart: tuple[str, ...] = ()) -> dict[str, dict]:
   """Trains the stage `config` describes, or, when it has a `curriculum` (a list of names of
-  its sub-configs), each of those stages in order. Returns {stage: final metrics}."""
+  its sub-configs), each of those stages in order. `restart` names stages to start over
+  (`("all",)`: every stage). Returns {stage: final metrics}. Every stage's config is checked
+  (values, and against what its folder records) before anything is built."""
+  configs.validate(config)
+  stages = configs.stage_configs(config)
+  names = [c.name for _, c in stages]
+  restart = tuple(names) if tuple(restart) == ("all",) else tuple(restart)
+  unknown = [n for n in restart if n not in names]
+  if unknown:
+    raise configs.ConfigError(f"--restart={','.join(restart)}: no stage {unknown} in this config; "
+                              f"its stages: {names} (or 'all')")
+  _check_stage_folders(stages, workdir, restart)
   maybe_initialize_distributed()
-  if "curriculum" in config:
-    results = {}
-    for name in config.curriculum:
-      results[name] = train_stage(config[name], workdir)
-    if jax.process_index() == 0:
-      _write_curriculum_summary(config, results, workdir)
-    return results
-  return {config.name: train_stage(config, workdir)}
+  results = {}
+  for prefix, stage in stages:
+    results[stage.name] = train_stage(stage, workdir, field_prefix=prefix,
+                                      restart=stage.name in restart)
+  if "curriculum" in config and jax.process_index() == 0:
+    _write_curriculum_summary(config, results, workdir)
+  return results
+
+
+def _check_stage_folders(stages, workdir: str, restart: tuple[str, ...]) -> None:
+  """Fails before any training when a stage folder that would be resumed or reused was made
+  with another config, or from a stage this run starts over."""
+  restarted = set(restart)
+  for prefix, stage in stages:
+    stage_dir = os.path.join(workdir, stage.name)
+    if stage.name in restarted:
+      continue
+    if stage.init_from in restarted and run_records.has_results(stage_dir):
+      raise run_records.ConfigMismatchError(
+          f"{stage_dir} was trained from the {stage.init_from!r} stage, which --restart starts "
+          f"over; start it over too (--restart={','.join(list(restart) + [stage.name])}) or "
+          "use a new --workdir.")
+    run_records.check_record(stage_dir, stage, prefix, _init_run_id(stage, workdir),
+                             restart_hint=",".join(list(restart) + [stage.name]))
+
+
+def _init_run_id(config, workdir: str) -> str | None:
+  """The `run_id` recorded by the stage `config.init_from` names (None: no init_from, or a
+  folder without a record)."""
+  if not config.init_from:
+    return None
+  previous = _resolve_previous(config.init_from, workdir)
+  stage_dir = os.path.dirname(previous) if os.path.basename(previous) == "checkpoints" else previous
+  record = run_records.read_record(stage_dir)
+  return record["run_id"] if record else None
 
 
 def _write_curriculum_summary(config, results: dict[str, dict], workdir: str) -> None:
@@ -181,17 +228,43 @@ def _init_variables(model, config, mesh: Mesh, mean_shape: np.ndarray):
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
-def train_stage(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_stage(config: ml_collections.ConfigDict, workdir: str, field_prefix: str = "",
+                restart: bool = False) -> dict[str, Any]:
   """Trains one stage to `config.num_epochs`, resuming if it was interrupted; evaluates it on
-  the held-out data and writes `config.outputs`. Returns the final metrics."""
+  the held-out data and writes `config.outputs`. Returns the final metrics. `field_prefix`
+  ('image.' in a curriculum) is how messages name the stage's fields; `restart` renames an
+  existing stage folder aside and starts over."""
+  configs.validate(config)
   stage_dir = os.path.join(workdir, config.name)
-  final_path = os.path.join(stage_dir, "final.json")
-  if os.path.exists(final_path):
-    with open(final_path, encoding="utf-8") as f:
-      final = json.load(f)
-    logging.info("[%s] finished earlier (%s); not retrained", config.name, final_path)
-    return final
-  os.makedirs(stage_dir, exist_ok=True)
+  os.makedirs(workdir, exist_ok=True)
+  # Process 0 holds the lock for the whole stage; the other processes of a multi-host job write
+  # only their own data positions into the checkpoints.
+  lock = (run_records.StageLock(stage_dir)
+          if jax.process_index() == 0 else contextlib.nullcontext())
+  with lock:
+    if restart and jax.process_index() == 0:
+      old = run_records.set_aside(stage_dir)
+      if old:
+        logging.warning("[%s] starting over; the previous folder is now %s", config.name, old)
+    init_run_id = _init_run_id(config, workdir)
+    record = run_records.check_record(stage_dir, config, field_prefix, init_run_id)
+    final_path = os.path.join(stage_dir, "final.json")
+    if os.path.exists(final_path):
+      with open(final_path, encoding="utf-8") as f:
+        final = json.load(f)
+      logging.info("[%s] finished earlier with the same config (%s); not retrained",
+                   config.name, final_path)
+      return final
+    os.makedirs(stage_dir, exist_ok=True)
+    if jax.process_index() == 0:
+      if record is None or not run_records.has_results(stage_dir):
+        run_records.write_record(stage_dir, config, init_run_id)
+      run_records.append_run(stage_dir, run_records.environment())
+    return _train_stage(config, workdir, stage_dir, final_path, field_prefix)
+
+
+def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_prefix: str
+                 ) -> dict[str, Any]:
   host = (jax.process_index(), jax.process_count())
   data = build_stage_data(config, workdir, host)
   mesh = make_mesh(config.mesh)
@@ -286,9 +359,11 @@ def train_stage(config: ml_collections.ConfigDict, workdir: str) -> dict[str, An
           bad_step = step - len(host_metrics) + offset + 1
           raise NonFiniteLossError(
               f"[{config.name}] step {bad_step}: loss {float(m['loss'])}, grad norm "
-              f"{float(m['grad_norm'])}, param norm {float(m['param_norm'])}; stopped. The last "
-              f"good checkpoint (step {last_saved}) is kept in {manager.directory}; lower "
-              "optimizer.learning_rate or check the data before re-running.")
+              f"{float(m['grad_norm'])}, param norm {float(m['param_norm'])}; stopped. "
+              + (f"The last good checkpoint (step {last_saved}) is kept in {manager.directory}"
+                 if last_saved is not None else "No checkpoint had been written yet")
+              + f"; lower {field_prefix}optimizer.learning_rate or check the data before "
+              "re-running.")
       mean = {k: float(np.mean([m[k] for m in host_metrics])) for k in host_metrics[-1]}
       elapsed = time.perf_counter() - window_start
       window_steps += len(host_metrics)

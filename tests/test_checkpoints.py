@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rednet_jax.configs import ConfigError
 from rednet_jax.checkpoints import checkpoint_manager, init_from_previous_stage, restore, save
 from test_rednet_v1 import init_variables, small_model
 
@@ -47,13 +48,38 @@ def test_next_stage_takes_shared_leaves_and_keeps_new_modules_fresh(tmp_path):
 
 
 def test_missing_previous_stage_and_shape_mismatch_are_clear(tmp_path):
-  with pytest.raises(FileNotFoundError, match="no complete checkpoint of the previous stage"):
+  with pytest.raises(ConfigError, match="holds no complete checkpoint of the previous stage"):
     init_from_previous_stage(init_variables(small_model()), str(tmp_path / "nothing"))
   manager = checkpoint_manager(str(tmp_path / "narrow"))
   save(manager, 1, {"variables": init_variables(small_model()), "step": jnp.int32(1)})
   manager.close()
-  with pytest.raises(ValueError, match=r"narrow: \S+ has shape \(\S+ \S+ in the checkpoint"):
+  with pytest.raises(ConfigError, match=r"\S+ has shape \(\S+ \S+ in \S+narrow and .* must "
+                     r"match the previous stage's, or add .* init_keep_fresh"):
     init_from_previous_stage(init_variables(small_model(width=1 / 8)), str(tmp_path / "narrow"))
+
+
+@pytest.mark.parametrize("old_k, new_k", [(3, 2), (2, 4)])
+def test_a_change_of_k_carries_per_step_statistics_by_the_documented_rule(tmp_path, old_k, new_k):
+  """Steps the previous stage had keep their BN statistics; new steps copy the last one's."""
+  trained = init_variables(small_model(num_steps=old_k))
+  stats = flat(trained["batch_stats"])
+  trained["batch_stats"] = flax.traverse_util.unflatten_dict(
+      {p: v + jnp.arange(old_k, dtype=v.dtype).reshape((old_k,) + (1,) * (v.ndim - 1))
+       for p, v in stats.items()}, sep="/")                  # step i's statistics + i
+  manager = checkpoint_manager(str(tmp_path / "k"))
+  save(manager, 1, {"variables": trained, "step": jnp.int32(1)})
+  manager.close()
+  restored, new_paths = init_from_previous_stage(init_variables(small_model(num_steps=new_k)),
+                                                 str(tmp_path / "k"))
+  assert new_paths == []
+  old_flat, new_flat = flat(trained), flat(restored)
+  for path, value in new_flat.items():
+    if path.startswith("batch_stats/"):
+      assert value.shape[0] == new_k
+      expected = [old_flat[path][min(i, old_k - 1)] for i in range(new_k)]
+      np.testing.assert_array_equal(value, np.stack(expected), err_msg=path)
+    else:
+      np.testing.assert_array_equal(value, old_flat[path], err_msg=path)
 
 
 def test_keep_fresh_leaves_are_not_restored(tmp_path):

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from rednet_jax.configs import CONFIGS_DIR, load_config, resolve_config_argument
+from rednet_jax.configs import (CONFIGS_DIR, ConfigError, load_config, resolve_config_argument,
+                                validate)
 
 
 @pytest.mark.parametrize("name", ["image_stage", "identity_stage", "video_stage"])
@@ -43,9 +44,50 @@ def test_unknown_field_preset_and_name_are_errors():
     resolve_config_argument(["run.py", "--config=vidoe_stage"])
 
 
-def test_resolution_leaves_paths_and_other_flags_alone():
-  argv = ["run.py", "--config=quickstart:tiny", "--workdir=/x", "--config.seed=3"]
+def test_resolution_leaves_paths_and_other_flags_alone(tmp_path):
+  argv = ["run.py", "--config=video_stage:cpu", "--workdir=/x", "--config.seed=3"]
   resolved = resolve_config_argument(argv)
-  assert resolved[1] == "--config=" + os.path.join(CONFIGS_DIR, "quickstart.py") + ":tiny"
+  assert resolved[1] == "--config=" + os.path.join(CONFIGS_DIR, "video_stage.py") + ":cpu"
   assert resolved[2:] == argv[2:]
-  assert resolve_config_argument(["run.py", "--config=a/b.py:x"])[1] == "--config=a/b.py:x"
+  own = tmp_path / "mine.py"
+  own.write_text("from rednet_jax.configs import base_stage\n"
+                 "def get_config(arg=''):\n  return base_stage('x' + arg)\n")
+  assert resolve_config_argument(["run.py", f"--config={own}:y"])[1] == f"--config={own}:y"
+  assert load_config(f"{own}:y").name == "xy"
+
+
+def test_a_stage_field_on_a_curriculum_applies_to_every_stage():
+  argv = ["run.py", "--config=quickstart:tiny", "--config.model.num_steps=3",
+          "--config.video.seed", "4"]
+  resolved = resolve_config_argument(argv)
+  assert resolved[2:] == [f"--config.{s}.model.num_steps=3" for s in ("image", "identity", "video")
+                          ] + ["--config.video.seed", "4"]
+  c = load_config("quickstart:tiny", ["model.num_steps=3", "identity.seed=5"])
+  assert [c[s].model.num_steps for s in c.curriculum] == [3, 3, 3]
+  assert [c[s].model.scan_unroll for s in c.curriculum] == [3, 3, 3]
+  assert [c[s].seed for s in c.curriculum] == [0, 5, 0]
+
+
+def test_unknown_override_names_the_per_stage_form_and_close_fields():
+  with pytest.raises(ConfigError, match=r"--config.model.num_stpes: .*--config.STAGE.model.num"
+                     r"_stpes.*did you mean model.num_steps"):
+    load_config("quickstart", ["model.num_stpes=3"])
+  with pytest.raises(ConfigError, match=r"not a field of video_stage; did you mean data.batch_size"):
+    load_config("video_stage", ["data.batch_sise=3"])
+
+
+def test_validation_names_every_bad_field_as_typed():
+  c = load_config("quickstart:tiny", ["image.data.batch_size=0", "checkpoint_every_steps=0",
+                                      "video.optimizer.name=adamw", "identity.data.size=48"])
+  with pytest.raises(ConfigError) as error:
+    validate(c)
+  message = str(error.value)
+  for expected in ("image.data.batch_size=0: must be a positive integer",
+                   "image.checkpoint_every_steps=0", "video.checkpoint_every_steps=0",
+                   "video.optimizer.name='adamw': must be 'sgd' (paper) or 'adam'",
+                   "identity.data.size=48: must be a multiple of 32"):
+    assert expected in message
+  assert "identity.data.batch_size" not in message
+  validate(load_config("quickstart:tiny"))
+  for name in ("image_stage", "identity_stage", "video_stage:cpu", "ytf68"):
+    validate(load_config(name))

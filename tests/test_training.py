@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from data_pipelines.pts import DataError
-from rednet_jax import checkpoints
+from rednet_jax import checkpoints, run_records
 from rednet_jax.configs import load_config
 from rednet_jax.train import NonFiniteLossError, train_and_evaluate, train_stage
 
@@ -132,15 +132,23 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   config.num_epochs, config.checkpoint_every_steps, config.outputs = 1, 2, ()
   train_stage(config, str(tmp_path))                            # 4 good steps, saved at 2, 4
   os.remove(tmp_path / "image" / "final.json")
-  # Resume with a learning rate that blows the parameters up on the next step.
+  # Resume with a learning rate that blows the parameters up on the next step (recorded as
+  # the stage's config: a changed config is otherwise refused, see test_experiments.py).
   config.num_epochs, config.optimizer.learning_rate = 2, 1e30
-  with pytest.raises(NonFiniteLossError, match=r"step 5: .*last good checkpoint \(step 4\)"):
+  run_records.write_record(str(tmp_path / "image"), config, None)
+  with pytest.raises(NonFiniteLossError, match=r"step 5: .*last good checkpoint \(step 4\) is "
+                     r"kept .* lower optimizer.learning_rate"):
     train_stage(config, str(tmp_path))
   manager = checkpoints.checkpoint_manager(str(tmp_path / "image" / "checkpoints"))
   assert manager.latest_step() == 4
   manager.close()
   state = saved_state(str(tmp_path / "image" / "checkpoints"))
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state["variables"]))
+  # In a fresh curriculum run: no checkpoint yet, and the field named as the user types it.
+  curriculum = load_config("quickstart:tiny", ["image.optimizer.learning_rate=1e30"])
+  with pytest.raises(NonFiniteLossError, match=r"step \d+: .*No checkpoint had been written yet; "
+                     r"lower image.optimizer.learning_rate"):
+    train_and_evaluate(curriculum, str(tmp_path / "fresh"))
 
 
 def test_missing_video_data_says_where_it_looked(tmp_path):
