@@ -5,7 +5,7 @@
 Images: a 300-W-style folder (default: the 6-image test fixture) and synthetic stills in the
 ytf68 layout; clips: synthetic videos in the 300-VW layout. All batches are identity-disjoint.
 Each pipeline runs through `mp_prefetch` with --workers processes and ReadOptions sized for
-small hosts (NOTES.md); the first batch is not timed.
+small hosts (docs/engineering_notes.md); the first batch is not timed.
 """
 
 import os

@@ -2,8 +2,8 @@
 
 Elements are {"image": uint8 (S, S, 3) RGB crop, "landmarks": float32 (L, 2) crop pixels,
 "identity": int32 (-1 when unknown)}. The loader ships uint8 pixels and coordinates only;
-normalisation, label maps and heatmaps are computed on the device (NOTES.md: rendering them
-in the loader starved the workers).
+normalisation, label maps and heatmaps are computed on the device (rendering them in the
+loader starved the workers: docs/engineering_notes.md).
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ def make_loader(dataset: grain.MapDataset, *, batch_size: int | None = None, wor
                 read_threads: int = 2, prefetch: int = 8) -> grain.IterDataset:
   """Batched (drop_remainder) iterable; `workers` > 0 decodes in that many processes.
 
-  NOTES.md: Grain's default ReadOptions (16 threads, 500-element prefetch) were 15x slower on
-  2 cores and ran workers out of memory; 1-2 threads and a prefetch of 4-8 were fast. The
+  Grain's default ReadOptions (16 threads, 500-element prefetch) were 15x slower on 2 cores
+  and ran workers out of memory; 1-2 threads and a prefetch of 4-8 were fast
+  (docs/engineering_notes.md). The
   iterator's `get_state()` / `set_state()` make a resumed run see the same order.
   """
   if batch_size:

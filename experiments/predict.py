@@ -4,8 +4,9 @@ r"""Landmarks for every image in a folder, as JSON.
   python experiments/predict.py --checkpoint=/path/to/exported_model --input=... --out=...
 
 Every image under --input (recursively; .jpg .jpeg .png .bmp) gets an entry
-`"relative/path.jpg": {"pts": [[x, y], ...]}` with 68 points in 0-based pixels of the original
-image, or `null` when no face was found or the image cannot be read.
+`"relative/path.jpg": {"pts": [[x, y], ...], "confidence": c}` with 68 points in 0-based pixels
+of the original image and the model's confidence (mean peak landmark probability, 0-1; the
+tracker re-detects below 0.5), or `null` when no face was found or the image cannot be read.
 
 Face box: an image with a `.pts` beside it (iBUG format) is cropped the way the model was
 trained: the box of those points, made square on its larger side, centred on the box, times
@@ -40,7 +41,7 @@ def main(argv):
       report=lambda message: print(f"warning: {message}", file=sys.stderr))
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   with open(_OUT.value, "w", encoding="utf-8") as f:
-    json.dump({name: None if pts is None else {"pts": pts} for name, pts in results.items()}, f)
+    json.dump(results, f)
   print(json.dumps({"out": _OUT.value, **dataclasses.asdict(counts)}))
 
 

@@ -29,13 +29,16 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:preset] 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and figures go.")
 _RESTART = flags.DEFINE_list("restart", [], "Stages to start over ('all': every stage); their "
                              "old folders are renamed <stage>.replaced-<time>, not deleted.")
+_STAGES = flags.DEFINE_list("stages", [], "Curriculum stages to run (default: all), e.g. "
+                            "'video' with --config.video.init_from=<another run>/identity.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, restart=tuple(_RESTART.value))
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, restart=tuple(_RESTART.value),
+                           only=tuple(_STAGES.value))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.data.train_split = "train"       # manifest split ("" : every annotated image under root)
   c.data.eval_split = "val"
   c.data.eval_root = ""              # image folders: held-out images from another folder
+  c.data.tfds_name = "faces300_w"    # tfds_faces: the prepared TFDS dataset under data.root
   c.data.num_landmarks = 68
   c.data.size = 128                  # paper: 128 x 128 crops
   c.data.box_scale = 1.3             # ours: crop side = 1.3 x the landmarks' box
@@ -286,7 +287,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(c.model.num_identities == -1 or c.model.num_identities >= 1, "model.num_identities",
          "must be -1 (as many as the training data has) or positive")
     need(c.optimizer.name in ("sgd", "adam"), "optimizer.name", "must be 'sgd' (paper) or 'adam'")
-    need(c.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
+    need(c.optimizer.learning_rate >= 0, "optimizer.learning_rate", "must be >= 0")
     need(0 <= c.optimizer.momentum < 1, "optimizer.momentum", "must be in [0, 1)")
     need(0 < c.optimizer.decay_rate <= 1, "optimizer.decay_rate", "must be in (0, 1]")
     need(c.optimizer.decay_every_epochs > 0, "optimizer.decay_every_epochs", "must be > 0")

@@ -4,8 +4,8 @@ Conventions used throughout the project: landmarks are (x, y) in 0-based pixel c
 model input, x = column, y = row, pixel centres at integer positions. A label map is an int32
 (H, W) image with 0 = background and l = landmark l (1..L).
 
-Everything here is pure jnp and runs inside the jitted model (NOTES.md: rendering in the data
-loader costs 40+ MB per clip and starves the workers).
+Everything here is pure jnp and runs inside the jitted model: rendering in the data loader
+costs 40+ MB per clip and starves the workers (docs/engineering_notes.md).
 """
 
 from __future__ import annotations

@@ -300,8 +300,9 @@ class FolderCounts:
 def predict_folder(model: LandmarkModel, folder: str, detector: FaceDetector | None = None,
                    batch_size: int = 32, progress: bool = True, report=print
                    ) -> tuple[dict[str, list | None], FolderCounts]:
-  """Landmarks of every image under `folder` (recursively): {relative path: [[x, y] * L] in
-  0-based pixels of the original image, or None}. An image with a `.pts` beside it is cropped
+  """Landmarks of every image under `folder` (recursively): {relative path: {"pts": [[x, y] *
+  L] in 0-based pixels of the original image, "confidence": mean peak landmark probability},
+  or None}. The progress bar counts images predicted (or given up on), not images loaded. An image with a `.pts` beside it is cropped
   with the box of those points (the training crop rule, see the module docstring); others with
   the detector's largest face. Bad input is reported through `report` (naming the file) and
   counted; the run goes on."""
@@ -317,20 +318,28 @@ def predict_folder(model: LandmarkModel, folder: str, detector: FaceDetector | N
   counts, results = FolderCounts(images=len(paths)), {}
   pending: list[tuple[str, np.ndarray, tuple[np.ndarray, float]]] = []
 
+  bar = tqdm.tqdm(total=len(paths), disable=not progress, unit="image")
+
+  def done(name, result):
+    results[name] = result
+    bar.update(1)
+
   def flush():
     if pending:
-      points, _ = model.predict([p[1] for p in pending], [p[2] for p in pending], batch_size)
-      for (name, _, _), p in zip(pending, points):
-        results[name] = np.round(p.astype(np.float64), 3).tolist()
+      points, confidence = model.predict([p[1] for p in pending], [p[2] for p in pending],
+                                         batch_size)
+      for (name, _, _), p, c in zip(pending, points, confidence):
+        done(name, {"pts": np.round(p.astype(np.float64), 3).tolist(),
+                    "confidence": round(float(c), 4)})
       pending.clear()
 
-  for name in tqdm.tqdm(paths, disable=not progress, unit="image"):
+  for name in paths:
     path = os.path.join(folder, name)
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
       report(f"{path}: cannot be read as an image; null in the output")
       counts.unreadable += 1
-      results[name] = None
+      done(name, None)
       continue
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     pts_path = os.path.splitext(path)[0] + ".pts"
@@ -340,7 +349,7 @@ def predict_folder(model: LandmarkModel, folder: str, detector: FaceDetector | N
       except (DataError, ValueError) as e:
         report(f"{pts_path}: {e}; null in the output")
         counts.bad_pts += 1
-        results[name] = None
+        done(name, None)
         continue
       counts.from_pts += 1
     else:
@@ -348,7 +357,7 @@ def predict_folder(model: LandmarkModel, folder: str, detector: FaceDetector | N
       if not faces:
         report(f"{path}: no face found; null in the output")
         counts.no_face += 1
-        results[name] = None
+        done(name, None)
         continue
       box = (faces[0].centre, faces[0].side)
       counts.from_detector += 1
@@ -356,4 +365,5 @@ def predict_folder(model: LandmarkModel, folder: str, detector: FaceDetector | N
     if len(pending) == batch_size:
       flush()
   flush()
+  bar.close()
   return {name: results[name] for name in paths}, counts

@@ -8,6 +8,11 @@ Data kinds (`config.data.kind`):
   synthetic_stills  `image_folder` rendered by `data_pipelines.synthetic` under `root` (default
                     `<workdir>/synthetic/stills`) the first time it is needed.
   synthetic_videos  `300vw` rendered likewise (default `<workdir>/synthetic/videos`).
+  tfds_faces        still images from a TFDS ArrayRecord dataset prepared once with
+                    `data_pipelines.tfds_builders.Faces300W` (`data.root` is the TFDS data_dir,
+                    `data.tfds_name` the dataset, train_split / eval_split its splits); read
+                    with `tfds.data_source` (no TensorFlow), images cached once under
+                    `<workdir>/tfds_cache/`.
 
 Every batch is {image uint8 (B, T, S, S, 3), landmarks float32 (B, T, L, 2), identity int32 (B,),
 valid bool (B,)} (+ crop_matrix for videos), B being this process's part of the global batch.
@@ -42,7 +47,8 @@ from data_pipelines.stills_to_clips import (LoadStillClipBatch, StillClipConfig,
                                             still_clip_batch_dataset)
 from data_pipelines.video_300vw import VideoRecord, read_300vw, rednet_split
 
-KINDS = ("image_folder", "300vw", "still_clips", "synthetic_stills", "synthetic_videos")
+KINDS = ("image_folder", "300vw", "still_clips", "synthetic_stills", "synthetic_videos",
+         "tfds_faces")
 
 
 @dataclasses.dataclass
@@ -168,6 +174,9 @@ def _stills(data, workdir: str, field: str) -> tuple[list[FaceRecord], list[Face
         out, s.num_identities, s.frames_per_identity, val_identities=s.eval_identities,
         seed=s.seed, config=_synthetic_config(data)))
   _require_dir(root, f"{data.kind} data", field)
+  if data.kind == "tfds_faces":
+    return (_tfds_faces(data, root, data.train_split, workdir, field),
+            _tfds_faces(data, root, data.eval_split, workdir, field))
   train, bad = read_image_folder(root, data.num_landmarks, split=data.train_split or None,
                                  skip_bad_samples=data.skip_bad_samples)
   eval_root = os.path.expanduser(data.eval_root) if data.eval_root else root
@@ -182,6 +191,26 @@ def _stills(data, workdir: str, field: str) -> tuple[list[FaceRecord], list[Face
     raise DataError(f"{root}: the training split has {len(train)} images and the held-out one "
                     f"{len(held_out)}; both must be non-empty")
   return train, held_out
+
+
+def _tfds_faces(data, data_dir: str, split: str, workdir: str, field: str) -> list[FaceRecord]:
+  from data_pipelines.tfds_builders import records_from_tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    source = tfds.data_source(data.tfds_name, data_dir=data_dir, split=split)
+  except Exception as e:  # pylint: disable=broad-except  (TFDS raises several kinds)
+    raise DataError(f"{data_dir}: no TFDS dataset {data.tfds_name!r} with a split {split!r} "
+                    f"({type(e).__name__}); prepare it once with "
+                    "data_pipelines.tfds_builders.Faces300W(data_dir=..., manual_dir=<image "
+                    f"folder>).download_and_prepare(), or fix --config.{field} / "
+                    f"--config.{field.replace('root', 'tfds_name')}") from e
+  cache = os.path.join(workdir, "tfds_cache", data.tfds_name, split)
+  records = records_from_tfds(source, cache)
+  bad = [r for r in records if r.landmarks.shape != (data.num_landmarks, 2)]
+  if bad:
+    raise DataError(f"{data_dir}: {data.tfds_name}/{split} has {bad[0].landmarks.shape[0]} "
+                    f"points per face, the config asks for {data.num_landmarks}")
+  return records
 
 
 def _videos(data, workdir: str, field: str) -> tuple[list[VideoRecord], list[VideoRecord]]:
@@ -207,7 +236,7 @@ def _videos(data, workdir: str, field: str) -> tuple[list[VideoRecord], list[Vid
 
 
 def _check_clip_length(data) -> None:
-  if data.kind in ("image_folder", "synthetic_stills") and data.clip_length != 1:
+  if data.kind in ("image_folder", "synthetic_stills", "tfds_faces") and data.clip_length != 1:
     raise ValueError(f"data.kind={data.kind!r} gives still images: data.clip_length must be 1, "
                      f"got {data.clip_length}")
 

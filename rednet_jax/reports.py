@@ -59,26 +59,53 @@ def refinement_figure(images: np.ndarray, init_points: np.ndarray, step_points: 
   plt.close(fig)
 
 
+class Mp4Writer:
+  """H.264 (yuv420p, +faststart) MP4 from RGB frames, playable in browsers, through the ffmpeg
+  binary that the imageio-ffmpeg wheel ships (OpenCV's wheels write only MPEG-4 part 2, which
+  browsers do not play). Odd frame sides are padded by one pixel (yuv420p needs even sides)."""
+
+  def __init__(self, path: str, fps: float):
+    self.path, self.fps, self._gen, self._size = path, float(fps), None, None
+
+  def write(self, rgb: np.ndarray) -> None:
+    import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+    h, w = rgb.shape[:2]
+    if self._gen is None:
+      self._size = (w + w % 2, h + h % 2)
+      self._gen = imageio_ffmpeg.write_frames(
+          self.path, self._size, fps=self.fps, codec="libx264", pix_fmt_out="yuv420p",
+          quality=None, output_params=["-crf", "20", "-movflags", "+faststart"],
+          macro_block_size=1, ffmpeg_log_level="error")
+      self._gen.send(None)
+    if (w + w % 2, h + h % 2) != self._size:
+      raise ValueError(f"{self.path}: frame size {w}x{h} changed mid-video")
+    if w % 2 or h % 2:
+      rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)))
+    self._gen.send(np.ascontiguousarray(rgb, dtype=np.uint8))
+
+  def close(self) -> None:
+    if self._gen is not None:
+      self._gen.close()
+      self._gen = None
+    if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+      raise RuntimeError(f"{self.path}: the video writer produced no file")
+
+
 def overlay_video(frames: np.ndarray, points: np.ndarray, landmarks: np.ndarray | None,
                   path: str, scale: int = 4, fps: int = 10) -> None:
-  """An MP4 of frames (N, S, S, 3) uint8 RGB with predicted points (N, L, 2) in red and, when
-  given, the ground truth in green; upscaled `scale` times so the points are visible."""
+  """An H.264 MP4 of frames (N, S, S, 3) uint8 RGB with predicted points (N, L, 2) in red and,
+  when given, the ground truth in green; upscaled `scale` times so the points are visible."""
   size = frames.shape[1] * scale
-  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
-  if not writer.isOpened():
-    raise RuntimeError(f"{path}: OpenCV cannot write MP4 (mp4v) on this machine")
+  writer = Mp4Writer(path, fps)
   for t, frame in enumerate(frames):
-    image = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), (size, size),
-                       interpolation=cv2.INTER_NEAREST)
+    image = cv2.resize(frame, (size, size), interpolation=cv2.INTER_NEAREST)
     if landmarks is not None:
       for x, y in landmarks[t] * scale:
         cv2.circle(image, (int(round(x)), int(round(y))), 2, (0, 200, 0), -1, cv2.LINE_AA)
     for x, y in points[t] * scale:
-      cv2.circle(image, (int(round(x)), int(round(y))), 2, (0, 0, 255), -1, cv2.LINE_AA)
+      cv2.circle(image, (int(round(x)), int(round(y))), 2, (255, 0, 0), -1, cv2.LINE_AA)
     writer.write(image)
-  writer.release()
-  if not os.path.exists(path) or os.path.getsize(path) == 0:
-    raise RuntimeError(f"{path}: the video writer produced no file")
+  writer.close()
 
 
 STAGE_OUTPUTS = ("ced_plot", "refinement_figure", "overlay_video")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging as logging_lib
 import math
 import os
 import time
@@ -47,16 +46,6 @@ DATA_AXIS = "data"
 
 class NonFiniteLossError(RuntimeError):
   """Training produced a non-finite loss, gradient or parameter norm."""
-
-
-class _HideOrbaxInfo(logging_lib.Filter):
-  """Orbax logs a dozen INFO lines per save through absl; keep its warnings and errors."""
-
-  def filter(self, record: logging_lib.LogRecord) -> bool:
-    return record.levelno >= logging_lib.WARNING or "orbax" not in record.pathname
-
-
-logging.get_absl_logger().addFilter(_HideOrbaxInfo())
 
 
 def maybe_initialize_distributed() -> None:
@@ -89,27 +78,34 @@ def make_mesh(mesh_config) -> Mesh:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       restart: tuple[str, ...] = ()) -> dict[str, dict]:
+                       restart: tuple[str, ...] = (), only: tuple[str, ...] = ()
+                       ) -> dict[str, dict]:
   """Trains the stage `config` describes, or, when it has a `curriculum` (a list of names of
-  its sub-configs), each of those stages in order. `restart` names stages to start over
+  its sub-configs), each of those stages in order (`only`: just these, e.g. a video stage
+  initialised from another run's identity stage). `restart` names stages to start over
   (`("all",)`: every stage). Returns {stage: final metrics}. Every stage's config is checked
   (values, and against what its folder records) before anything is built."""
   configs.validate(config)
   stages = configs.stage_configs(config)
   names = [c.name for _, c in stages]
+  for flag, given in (("--stages", only), ("--restart", restart)):
+    unknown = [n for n in given if n not in names and not (flag == "--restart" and n == "all")]
+    if unknown:
+      raise configs.ConfigError(f"{flag}={','.join(given)}: no stage {unknown} in this config; "
+                                f"its stages: {names}" + (" (or 'all')" if flag == "--restart"
+                                                          else ""))
+  if only:
+    stages = [(p, c) for p, c in stages if c.name in only]
+    names = [c.name for _, c in stages]
   restart = tuple(names) if tuple(restart) == ("all",) else tuple(restart)
-  unknown = [n for n in restart if n not in names]
-  if unknown:
-    raise configs.ConfigError(f"--restart={','.join(restart)}: no stage {unknown} in this config; "
-                              f"its stages: {names} (or 'all')")
   _check_stage_folders(stages, workdir, restart)
   maybe_initialize_distributed()
   results = {}
   for prefix, stage in stages:
     results[stage.name] = train_stage(stage, workdir, field_prefix=prefix,
                                       restart=stage.name in restart)
-  if "curriculum" in config and jax.process_index() == 0:
-    _write_curriculum_summary(config, results, workdir)
+  if "curriculum" in config and len(results) > 1 and jax.process_index() == 0:
+    _write_curriculum_summary(results, workdir)
   return results
 
 
@@ -141,10 +137,10 @@ def _init_run_id(config, workdir: str) -> str | None:
   return record["run_id"] if record else None
 
 
-def _write_curriculum_summary(config, results: dict[str, dict], workdir: str) -> None:
+def _write_curriculum_summary(results: dict[str, dict], workdir: str) -> None:
   errors = {}
-  for name in config.curriculum:
-    path = os.path.join(workdir, config[name].name, "eval_errors.npy")
+  for name in results:
+    path = os.path.join(workdir, name, "eval_errors.npy")
     if os.path.exists(path):
       errors[name] = np.load(path)
   if errors:

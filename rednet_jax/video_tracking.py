@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from data_pipelines.pts import DataError, write_pts
-from rednet_jax import metrics
+from rednet_jax import metrics, reports
 from rednet_jax.inference import Tracker
 
 
@@ -55,6 +55,7 @@ class TrackResult:
   seconds: np.ndarray          # (N,) tracking time per frame (decoding and writing excluded)
   frames_in_header: int
   counts: dict                 # the tracker's detector runs and re-detections
+  detector_frames: list = dataclasses.field(default_factory=list)  # where a detection was used
 
   def runs(self, min_length: int = 3) -> list[tuple[int, np.ndarray]]:
     """Runs of consecutive frames with landmarks: (first frame, (T >= min_length, L, 2))."""
@@ -74,6 +75,7 @@ class TrackResult:
            self.frames_in_header, "frames_with_face": tracked,
            "frames_without_face": len(self.points) - tracked,
            "detector_runs": self.counts["detections"], "lost": self.counts["lost"],
+           "detector_frames": self.detector_frames,
            # Frame 0 includes compiling the model and the first detection.
            "first_frame_seconds": float(self.seconds[0]),
            "fps": (len(self.points) - 1) / max(float(self.seconds[1:].sum()), 1e-9)}
@@ -89,27 +91,31 @@ def track_video(path: str, tracker: Tracker, out_dir: str | None = None, max_fra
   numbers and 1-based coordinates, as 300-VW; frames without a face get no file),
   `overlay.mp4`, `jitter.png` and `summary.json`."""
   info = video_info(path)
-  points, confidence, seconds, writer = [], [], [], None
+  points, confidence, seconds, writer, detector_frames = [], [], [], None, []
   if out_dir:
     os.makedirs(os.path.join(out_dir, "annot"), exist_ok=True)
   for index, frame in enumerate(video_frames(path, max_frames)):
+    detections = tracker.counts.detections
     start = time.perf_counter()
     p, c = tracker.update(frame)
     seconds.append(time.perf_counter() - start)
+    if tracker.counts.detections > detections:
+      detector_frames.append(index)
     points.append(p)
     confidence.append(c)
     if out_dir:
       if p is not None:
         write_pts(os.path.join(out_dir, "annot", f"{index + 1:06d}.pts"), p)
       if overlay:
-        writer = writer or _open_writer(os.path.join(out_dir, "overlay.mp4"), frame, info["fps"])
+        writer = writer or reports.Mp4Writer(os.path.join(out_dir, "overlay.mp4"), info["fps"])
         writer.write(_draw(frame, p, c))
   if writer is not None:
-    writer.release()
+    writer.close()
   if not points:
     raise DataError(f"{path}: the video has no decodable frame")
   result = TrackResult(path, points, np.asarray(confidence, np.float32), np.asarray(seconds),
-                       info["frames_in_header"], dataclasses.asdict(tracker.counts))
+                       info["frames_in_header"], dataclasses.asdict(tracker.counts),
+                       detector_frames)
   if out_dir:
     with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
       json.dump(result.summary(), f, indent=1)
@@ -117,20 +123,12 @@ def track_video(path: str, tracker: Tracker, out_dir: str | None = None, max_fra
   return result
 
 
-def _open_writer(path: str, frame: np.ndarray, fps: float) -> cv2.VideoWriter:
-  h, w = frame.shape[:2]
-  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-  if not writer.isOpened():
-    raise RuntimeError(f"{path}: OpenCV cannot write MP4 (mp4v) on this machine")
-  return writer
-
-
 def _draw(frame: np.ndarray, points: np.ndarray | None, confidence: float) -> np.ndarray:
-  image = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+  image = frame.copy()
   radius = max(1, round(min(frame.shape[:2]) / 200))
   if points is not None:
     for x, y in points:
-      cv2.circle(image, (int(round(x)), int(round(y))), radius, (0, 0, 255), -1, cv2.LINE_AA)
+      cv2.circle(image, (int(round(x)), int(round(y))), radius, (255, 0, 0), -1, cv2.LINE_AA)
   label = f"conf {confidence:.2f}" if points is not None else "no face"
   cv2.putText(image, label, (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
               cv2.LINE_AA)
@@ -138,7 +136,9 @@ def _draw(frame: np.ndarray, points: np.ndarray | None, confidence: float) -> np
 
 
 def jitter_figure(result: TrackResult, path: str) -> None:
-  """Per-frame jitter (acceleration / inter-ocular, %) and confidence over the video."""
+  """Per-frame jitter (acceleration / inter-ocular, %, axis from 0) and confidence over the
+  video; frames where the detector ran (the first, and re-detections after a lost face) are
+  marked with dashed lines, frames without a face shaded."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -147,12 +147,24 @@ def jitter_figure(result: TrackResult, path: str) -> None:
     values[start + 1:start + len(run) - 1] = metrics.jitter_per_frame(run)
   fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4), dpi=120, sharex=True)
   top.plot(values, lw=1)
+  top.set_ylim(bottom=0, top=max(1e-3, float(np.nanmax(values)) * 1.05)
+               if np.isfinite(values).any() else 1.0)
   top.set_ylabel("jitter (% io)")
   top.set_title(os.path.basename(result.video))
   bottom.plot(result.confidence, lw=1, color="tab:orange")
+  bottom.set_ylim(0, 1)
   bottom.set_ylabel("confidence")
   bottom.set_xlabel("frame")
+  for i, frame in enumerate(result.detector_frames):
+    for ax in (top, bottom):
+      ax.axvline(frame, color="tab:red", lw=0.8, ls="--",
+                 label="detector" if i == 0 and ax is top else None)
+  missing = [i for i, p in enumerate(result.points) if p is None]
+  for i in missing:
+    for ax in (top, bottom):
+      ax.axvspan(i - 0.5, i + 0.5, color="0.85", lw=0)
+  if result.detector_frames:
+    top.legend(fontsize=7, loc="upper right")
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
-

@@ -1,6 +1,7 @@
 """Config resolution: bare names, paths, presets, overrides, and clear errors."""
 
 import os
+import re
 
 import pytest
 
@@ -91,3 +92,45 @@ def test_validation_names_every_bad_field_as_typed():
   validate(load_config("quickstart:tiny"))
   for name in ("image_stage", "identity_stage", "video_stage:cpu", "ytf68"):
     validate(load_config(name))
+
+
+def test_run_help_lists_every_config_and_its_presets():
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  result = subprocess.run([sys.executable, os.path.join(os.path.dirname(CONFIGS_DIR), "run.py"),
+                           "--help"], capture_output=True, text=True, timeout=120)
+  names = sorted(f[:-3] for f in os.listdir(CONFIGS_DIR) if f.endswith(".py"))
+  for name in names:
+    source = open(os.path.join(CONFIGS_DIR, name + ".py")).read()
+    presets = re.findall(r'arg == "(\w+)"', source)
+    listed = re.search(rf"^  {name}(\[:[\w|]+\])?\s", result.stdout, flags=re.M)
+    assert listed, f"run.py --help does not list {name}"
+    for preset in presets:
+      assert preset in (listed.group(1) or ""), f"{name}:{preset} missing from run.py --help"
+  for flag in ("--restart", "--stages", "--workdir"):
+    assert flag in result.stdout
+
+
+def test_constraints_pin_versions_inside_the_declared_ranges():
+  """constraints.txt (the versions the README's numbers were measured with) must be
+  installable with setup.cfg's ranges."""
+  import configparser  # pylint: disable=g-import-not-at-top
+  from packaging.requirements import Requirement  # pylint: disable=g-import-not-at-top
+  repo = os.path.dirname(os.path.dirname(CONFIGS_DIR))
+  pins = {}
+  for line in open(os.path.join(repo, "constraints.txt")):
+    if line.strip() and not line.startswith("#"):
+      name, version = line.strip().split("==")
+      pins[name.lower().replace("_", "-")] = version
+  setup = configparser.ConfigParser()
+  setup.read(os.path.join(repo, "setup.cfg"))
+  lines = setup["options"]["install_requires"].splitlines()
+  lines += setup["options.extras_require"]["dev"].splitlines()
+  for line in lines:
+    line = line.split("#")[0].strip()
+    if not line:
+      continue
+    requirement = Requirement(line)
+    name = requirement.name.lower().replace("_", "-")
+    assert name in pins, f"{name} is not pinned in constraints.txt"
+    assert requirement.specifier.contains(pins[name]), (name, pins[name], str(requirement))

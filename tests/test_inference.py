@@ -21,6 +21,7 @@ from rednet_jax.detection import Face, FaceDetector
 from rednet_jax.inference import (DEFAULT_MIN_CONFIDENCE, Tracker, load_model, predict_folder,
                                   save_model)
 from rednet_jax.models import build_model
+from rednet_jax.video_tracking import video_frames
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "ytf68_mini", "images")
@@ -212,8 +213,8 @@ def test_predict_folder_boxes_from_pts_or_detector_and_reports_bad_input(shipped
   assert any("broken.jpg" in m for m in messages) and any("bad_pts.pts" in m for m in messages)
   assert any("blank.png" in m for m in messages)
   for name, source in (("with_pts.jpg", VAL_FACES[0]), ("sub/detected.jpg", VAL_FACES[2])):
-    points = np.asarray(results[name])
-    assert points.shape == (68, 2)
+    points = np.asarray(results[name]["pts"])
+    assert points.shape == (68, 2) and 0.5 < results[name]["confidence"] <= 1
     error = float(metrics.normalised_errors(points, _truth(source), "io"))
     assert error < (0.10 if name == "with_pts.jpg" else 0.15), (name, error)
 
@@ -232,6 +233,7 @@ def test_predict_cli_writes_the_json_layout(tmp_path):
   with open(out) as f:
     written = json.load(f)
   assert len(written["with_pts.jpg"]["pts"]) == 68 and written["broken.jpg"] is None
+  assert 0 < written["with_pts.jpg"]["confidence"] <= 1
   assert "broken.jpg: cannot be read" in proc.stderr
   assert json.loads(proc.stdout.strip().splitlines()[-1])["unreadable"] == 1
 
@@ -256,7 +258,12 @@ def test_track_cli_writes_300vw_pts_overlay_and_jitter(tmp_path):
   assert sorted(os.listdir(tracked / "annot")) == [f"{i:06d}.pts" for i in range(1, 7)]
   points = read_pts(str(tracked / "annot" / "000006.pts"))
   assert float(metrics.normalised_errors(points, truths[5], "io")) < 0.15
-  assert (tracked / "overlay.mp4").stat().st_size > 0 and (tracked / "jitter.png").exists()
+  assert summary["detector_frames"] == [0] and (tracked / "jitter.png").exists()
+  overlay = (tracked / "overlay.mp4").read_bytes()
+  assert b"avc1" in overlay[:4096] or b"avc1" in overlay[-65536:]    # H.264: browsers play it
+  decoded = list(video_frames(str(tracked / "overlay.mp4")))
+  sh, sw = next(video_frames(video)).shape[:2]      # as decoded from the input video
+  assert len(decoded) == 6 and decoded[0].shape == (sh + sh % 2, sw + sw % 2, 3)
 
 
 def test_data_sources_of_the_protocols(tiny_model_dir, tmp_path):

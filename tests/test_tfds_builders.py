@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from data_pipelines.image_folders import read_image_folder
@@ -51,3 +52,30 @@ def test_aflw_and_300vw_builders(tmp_path):
   assert (video_id.decode() if isinstance(video_id, bytes) else video_id) == "114"
   assert example["landmarks"].shape == (68, 2)
   assert len(tfds.data_source(vw.name, data_dir=str(tmp_path / "tfds"), split="train")) == 3
+
+
+def test_a_config_trains_from_a_prepared_tfds_dataset(tmp_path):
+  """data.kind='tfds_faces': the stage's data come from the ArrayRecord dataset, the same faces
+  as the folder it was prepared from, batched by the usual pipeline."""
+  from data_pipelines.pts import DataError  # pylint: disable=g-import-not-at-top
+  from rednet_jax.configs import load_config  # pylint: disable=g-import-not-at-top
+  from rednet_jax.input_pipeline import build_stage_data  # pylint: disable=g-import-not-at-top
+  Faces300W(data_dir=str(tmp_path / "tfds"), manual_dir=YTF68_MINI).download_and_prepare()
+  config = load_config("quickstart:tiny").image
+  config.data.update(kind="tfds_faces", root=str(tmp_path / "tfds"), train_split="train",
+                     eval_split="val", batch_size=3, samples_per_image=1, augment=False)
+  config.eval.data.kind = ""
+  data = build_stage_data(config, str(tmp_path / "work"))
+  assert data.steps_per_epoch == 1 and "3 training images of 1 identities, 3 held out" in \
+      data.description
+  batch = data.train[0]
+  assert batch["image"].shape == (3, 1, 32, 32, 3) and batch["valid"].all()
+  folder = load_config("quickstart:tiny").image
+  folder.data.update(kind="image_folder", root=YTF68_MINI, batch_size=3, samples_per_image=1,
+                     augment=False)
+  folder.eval.data.kind = ""
+  np.testing.assert_allclose(data.mean_shape, build_stage_data(folder, str(tmp_path)).mean_shape,
+                             atol=1e-5)
+  config.data.tfds_name = "not_prepared"
+  with pytest.raises(DataError, match=r"no TFDS dataset 'not_prepared'.*Faces300W"):
+    build_stage_data(config, str(tmp_path / "work"))

@@ -91,7 +91,8 @@ class RedNetV1(nn.Module):
   width: float = 1.0                      # channel multiplier; 1.0 = VGG-16
   num_steps: int = 3                      # K spatial recurrent steps (paper: 3)
   feedback_squares: tuple[int, ...] = (7, 5, 3)
-  scan_unroll: int = 1                    # nn.scan unroll; = num_steps for CPU training (NOTES.md)
+  # nn.scan unroll; = num_steps for CPU training (docs/engineering_notes.md)
+  scan_unroll: int = 1
   bn_stats_per_step: bool = True          # own BN running statistics per spatial step
   use_temporal: bool = False              # f_tRNN
   temporal_residual: bool = False         # f_tRNN output added to C_pe (paper: replaces it)
