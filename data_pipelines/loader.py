@@ -27,8 +27,8 @@ def make_loader(dataset: grain.MapDataset, *, batch_size: int | None = None, wor
 
   Grain's default ReadOptions (16 threads, 500-element prefetch) were 15x slower on 2 cores
   and ran workers out of memory; 1-2 threads and a prefetch of 4-8 were fast
-  (docs/engineering_notes.md). The
-  iterator's `get_state()` / `set_state()` make a resumed run see the same order.
+  (docs/engineering_notes.md). The iterator's `get_state()` / `set_state()` make a resumed run
+  see the same order.
   """
   if batch_size:
     dataset = dataset.batch(batch_size, drop_remainder=True)

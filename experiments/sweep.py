@@ -51,6 +51,7 @@ def _run_local(commands, names, workdir: str, parallel: int) -> list[str]:
   def run(i):
     log = os.path.join(workdir, names[i], "run.log")
     os.makedirs(os.path.dirname(log), exist_ok=True)
+    print(f"[{i + 1}/{len(commands)}] {names[i]}: running (log: {log})", flush=True)
     with open(log, "a", encoding="utf-8") as f:
       f.write("$ " + " ".join(commands[i]) + "\n")
       f.flush()
