@@ -78,27 +78,31 @@ def main(argv):
     return
   if not _CONFIG.value or not _SWEEP.value:
     raise configs.ConfigError("--config and --sweep are needed (or --collect_only)")
+  config_spec = _CONFIG.value
+  name, sep, preset = config_spec.partition(":")
+  if "/" in name or name.endswith(".py"):      # a path: make it work from the repository root
+    config_spec = os.path.abspath(os.path.expanduser(name)) + sep + preset
   variants = sweeps.load_sweep(_SWEEP.value)
   names = [sweeps.variant_name(v) for v in variants]
   stage_names = None
   for name, overrides in zip(names, variants):   # every variant's config, before any run
-    config = configs.load_config(_CONFIG.value, _COMMON + [
+    config = configs.load_config(config_spec, _COMMON + [
         f"{k}={sweeps.format_value(v)}" for k, v in overrides.items()])
     try:
       configs.validate(config)
     except configs.ConfigError as e:
       raise configs.ConfigError(f"variant {name}: {e}") from None
     stage_names = [c.name for _, c in configs.stage_configs(config)]
-  commands = [sweeps.run_command(_CONFIG.value, os.path.join(workdir, n), _COMMON, v)
+  commands = [sweeps.run_command(config_spec, os.path.join(workdir, n), _COMMON, v)
               for n, v in zip(names, variants)]
   sweeps.write_manifest(workdir, {
-      "config": _CONFIG.value, "sweep": _SWEEP.value, "common_overrides": _COMMON,
+      "config": config_spec, "sweep": _SWEEP.value, "common_overrides": _COMMON,
       "stages": stage_names, "command": " ".join(["python", "experiments/sweep.py"] + sys.argv[1:]
                                                   + [f"--config.{o}" for o in _COMMON]),
       "variants": [{"name": n, "overrides": v} for n, v in zip(names, variants)]})
   status = [sweeps.variant_status(os.path.join(workdir, n), stage_names) for n in names]
   todo = [i for i, s in enumerate(status) if s != "finished"]
-  print(f"{len(variants)} variants of {_SWEEP.value} on {_CONFIG.value}: "
+  print(f"{len(variants)} variants of {_SWEEP.value} on {config_spec}: "
         f"{len(variants) - len(todo)} finished, {len(todo)} to run", flush=True)
 
   if _LAUNCHER.value == "slurm":

@@ -299,13 +299,13 @@ class FolderCounts:
 
 def predict_folder(model: LandmarkModel, folder: str, detector: FaceDetector | None = None,
                    batch_size: int = 32, progress: bool = True, report=print
-                   ) -> tuple[dict[str, list | None], FolderCounts]:
+                   ) -> tuple[dict[str, dict | None], FolderCounts]:
   """Landmarks of every image under `folder` (recursively): {relative path: {"pts": [[x, y] *
   L] in 0-based pixels of the original image, "confidence": mean peak landmark probability},
-  or None}. The progress bar counts images predicted (or given up on), not images loaded. An image with a `.pts` beside it is cropped
-  with the box of those points (the training crop rule, see the module docstring); others with
-  the detector's largest face. Bad input is reported through `report` (naming the file) and
-  counted; the run goes on."""
+  or None}. An image with a `.pts` beside it is cropped with the box of those points (the
+  training crop rule, see the module docstring); others with the detector's largest face. Bad
+  input is reported through `report` (naming the file) and counted; the run goes on. The
+  progress bar counts images predicted (or given up on), not images loaded."""
   from data_pipelines.image_folders import IMAGE_EXTENSIONS  # pylint: disable=g-import-not-at-top
   from data_pipelines.pts import DataError, read_pts  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 from rednet_jax import configs
 
 SWEEPS_DIR = os.path.join(os.path.dirname(configs.CONFIGS_DIR), "sweeps")
+REPO_ROOT = os.path.dirname(os.path.dirname(configs.CONFIGS_DIR))
 MANIFEST = "sweep.json"
 METRICS = (("nme_io", "NME io (%)", "{:.2f}"), ("fr10_io", "FR@10 (%)", "{:.1f}"),
            ("auc10_io", "AUC@10", "{:.3f}"))
@@ -138,7 +139,7 @@ def slurm_script(workdir: str, name: str, commands: Sequence[Sequence[str]],
            f"#SBATCH --output={log_dir}/%x-%A_%a.out"]
   lines += [f"#SBATCH {o}" for o in options]
   lines += ["# One sweep variant per array task; re-submitting resumes unfinished ones.",
-            "set -euo pipefail", f"cd {shlex.quote(os.path.dirname(os.path.dirname(configs.CONFIGS_DIR)))}",
+            "set -euo pipefail", f"cd {shlex.quote(REPO_ROOT)}",
             'case "$SLURM_ARRAY_TASK_ID" in']
   for i, command in enumerate(commands):
     lines.append(f"  {i}) exec {shlex.join(command)} ;;")
