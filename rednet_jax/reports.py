@@ -10,6 +10,7 @@ import matplotlib
 import numpy as np
 
 from rednet_jax import metrics
+from rednet_jax.mp4 import Mp4Writer
 
 matplotlib.use("Agg")  # files only; no display on training machines
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -57,38 +58,6 @@ def refinement_figure(images: np.ndarray, init_points: np.ndarray, step_points: 
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
-
-
-class Mp4Writer:
-  """H.264 (yuv420p, +faststart) MP4 from RGB frames, playable in browsers, through the ffmpeg
-  binary that the imageio-ffmpeg wheel ships (OpenCV's wheels write only MPEG-4 part 2, which
-  browsers do not play). Odd frame sides are padded by one pixel (yuv420p needs even sides)."""
-
-  def __init__(self, path: str, fps: float):
-    self.path, self.fps, self._gen, self._size = path, float(fps), None, None
-
-  def write(self, rgb: np.ndarray) -> None:
-    import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
-    h, w = rgb.shape[:2]
-    if self._gen is None:
-      self._size = (w + w % 2, h + h % 2)
-      self._gen = imageio_ffmpeg.write_frames(
-          self.path, self._size, fps=self.fps, codec="libx264", pix_fmt_out="yuv420p",
-          quality=None, output_params=["-crf", "20", "-movflags", "+faststart"],
-          macro_block_size=1, ffmpeg_log_level="error")
-      self._gen.send(None)
-    if (w + w % 2, h + h % 2) != self._size:
-      raise ValueError(f"{self.path}: frame size {w}x{h} changed mid-video")
-    if w % 2 or h % 2:
-      rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)))
-    self._gen.send(np.ascontiguousarray(rgb, dtype=np.uint8))
-
-  def close(self) -> None:
-    if self._gen is not None:
-      self._gen.close()
-      self._gen = None
-    if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
-      raise RuntimeError(f"{self.path}: the video writer produced no file")
 
 
 def overlay_video(frames: np.ndarray, points: np.ndarray, landmarks: np.ndarray | None,

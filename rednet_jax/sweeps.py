@@ -231,10 +231,10 @@ def _by_setting(rows, fields, seed_fields, stages) -> str:
 
 
 def _plot(rows, stages, path: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.6))
+  # The Figure API draws without pyplot, leaving a notebook's backend alone.
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(max(4.0, 0.9 * len(rows) + 2), 3.6))
+  ax = fig.subplots()
   width = 0.8 / len(stages)
   for i, stage in enumerate(stages):
     ax.bar([j + i * width for j in range(len(rows))], [r[f"{stage}/nme_io"] for r in rows],
@@ -245,4 +245,3 @@ def _plot(rows, stages, path: str) -> None:
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)

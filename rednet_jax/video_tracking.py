@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 
 from data_pipelines.pts import DataError, write_pts
-from rednet_jax import metrics, reports
+from rednet_jax import metrics
 from rednet_jax.inference import Tracker
+from rednet_jax.mp4 import Mp4Writer
 
 
 def video_frames(path: str, max_frames: int = 0) -> Iterator[np.ndarray]:
@@ -107,7 +108,7 @@ def track_video(path: str, tracker: Tracker, out_dir: str | None = None, max_fra
       if p is not None:
         write_pts(os.path.join(out_dir, "annot", f"{index + 1:06d}.pts"), p)
       if overlay:
-        writer = writer or reports.Mp4Writer(os.path.join(out_dir, "overlay.mp4"), info["fps"])
+        writer = writer or Mp4Writer(os.path.join(out_dir, "overlay.mp4"), info["fps"])
         writer.write(_draw(frame, p, c))
   if writer is not None:
     writer.close()

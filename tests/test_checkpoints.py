@@ -61,7 +61,7 @@ def test_missing_previous_stage_and_shape_mismatch_are_clear(tmp_path):
 @pytest.mark.parametrize("old_k, new_k", [(3, 2), (2, 4)])
 def test_a_change_of_k_carries_per_step_statistics_by_the_documented_rule(tmp_path, old_k, new_k):
   """Steps the previous stage had keep their BN statistics; new steps copy the last one's."""
-  trained = init_variables(small_model(num_steps=old_k))
+  trained = dict(init_variables(small_model(num_steps=old_k)))    # a copy: the init is cached
   stats = flat(trained["batch_stats"])
   trained["batch_stats"] = flax.traverse_util.unflatten_dict(
       {p: v + jnp.arange(old_k, dtype=v.dtype).reshape((old_k,) + (1,) * (v.ndim - 1))

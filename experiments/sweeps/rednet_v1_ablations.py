@@ -1,5 +1,7 @@
-"""RED-Net v1 (ECCV 2016) ablations: the number of spatial steps K (the paper's Table 2 study)
-and the temporal (f_tRNN) and identity (f_CLS) modules (its Table 3 study).
+"""RED-Net v1 (ECCV 2016) ablations: the number of spatial steps K (the paper uses K = 3 and
+reports that a fourth step adds little; its Table 2 compares the recurrent steps with a cascade
+of unshared ones, which this project does not build yet) and the temporal (f_tRNN) and identity
+(f_CLS) modules (its Table 3: 300-VW NME 5.83 % without f_tRNN, 5.25 % with).
 
   python experiments/sweep.py --config=quickstart --sweep=rednet_v1_ablations \
     --workdir=/tmp/sweeps/rednet_v1
