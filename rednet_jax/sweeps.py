@@ -159,7 +159,9 @@ def collect(workdir: str) -> dict[str, Any]:
   fields = list(dict.fromkeys(k for v in manifest["variants"] for k in v["overrides"]))
   rows = []
   for variant in manifest["variants"]:
-    row = {"variant": variant["name"], **{k: variant["overrides"].get(k, "") for k in fields}}
+    # A field a variant does not override keeps the config's value: shown as "default".
+    row = {"variant": variant["name"],
+           **{k: variant["overrides"].get(k, "default") for k in fields}}
     seconds = 0.0
     for stage in stages:
       path = os.path.join(workdir, variant["name"], stage, "final.json")
