@@ -59,7 +59,7 @@ def _run_local(commands, names, workdir: str, parallel: int) -> list[str]:
     last = ""
     if code:
       with open(log, encoding="utf-8", errors="replace") as f:
-        last = [line for line in f.read().splitlines() if line.strip()][-1]
+        last = ([line for line in f.read().splitlines() if line.strip()] or [""])[-1]
     print(f"[{i + 1}/{len(commands)}] {names[i]}: " + ("done" if code == 0 else
           f"FAILED (exit {code}): {last}  (log: {log})"), flush=True)
     return code
@@ -118,7 +118,11 @@ def main(argv):
     if _DRY_RUN.value:
       print(f"# {path} (not submitted: --dry_run)\n{script}")
       return
-    result = subprocess.run(["sbatch", path], capture_output=True, text=True, check=False)
+    try:
+      result = subprocess.run(["sbatch", path], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+      raise configs.ConfigError(f"no sbatch command here: submit {path} from a SLURM login node "
+                                "(it was written), or use --dry_run to print it") from None
     if result.returncode:
       raise configs.ConfigError(f"sbatch {path} failed: {result.stderr.strip()}")
     print(result.stdout.strip(), f"({len(todo)} tasks; collect with --collect_only when done)")
