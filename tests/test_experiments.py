@@ -85,20 +85,13 @@ def test_a_changed_config_stops_naming_the_fields_and_neutral_fields_may_differ(
   assert os.path.getmtime(final) == stamp
 
 
-def test_restart_starts_over_and_keeps_the_old_folder(trained, tmp_path):
-  path, _, workdir = trained
-  shutil.copytree(workdir, tmp_path / "run")
-  old_record = json.load(open(tmp_path / "run" / "image" / "config.json"))
-  changed = load_config(path, ["optimizer.learning_rate=0.001"])
-  train_and_evaluate(changed, str(tmp_path / "run"), restart=("image",))
-  new_record = json.load(open(tmp_path / "run" / "image" / "config.json"))
-  assert new_record["config"]["optimizer"]["learning_rate"] == 0.001
-  assert new_record["run_id"] != old_record["run_id"]
-  (aside,) = [p for p in os.listdir(tmp_path / "run") if p.startswith("image.replaced-")]
-  assert json.load(open(tmp_path / "run" / aside / "config.json")) == old_record
-  assert (tmp_path / "run" / aside / "final.json").exists()
+def test_unknown_stages_in_restart_and_stages_are_errors(trained):
+  """(Starting a stage over is run by test_documented_commands.py.)"""
+  path, config, workdir = trained
   with pytest.raises(ConfigError, match=r"--restart=vidoe: no stage \['vidoe'\]"):
-    train_and_evaluate(changed, str(tmp_path / "run"), restart=("vidoe",))
+    train_and_evaluate(config, workdir, restart=("vidoe",))
+  with pytest.raises(ConfigError, match=r"--stages=video: no stage \['video'\] .* \['image'\]"):
+    train_and_evaluate(config, workdir, only=("video",))
 
 
 def test_a_later_stage_made_from_an_earlier_run_of_its_init_stage_is_refused(tmp_path):
