@@ -1,6 +1,6 @@
 """Modules attached to an encoder-decoder: temporal LSTM on the bottleneck, identity and shape heads.
 
-Shared by every model family of SYSTEMS.md (RED-Net v1/v2 use all three; the others reuse parts).
+Shared by every model family of the papers (RED-Net v1/v2 use all three; the others reuse parts).
 """
 
 from __future__ import annotations
