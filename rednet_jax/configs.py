@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib.util
+import json
 import os
 import sys
 from typing import Any
@@ -245,18 +246,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if missing or not config.curriculum:
       problems.append(f"curriculum: {list(config.curriculum)} names no stage config {missing}")
   for prefix, c in ([] if problems else stage_configs(config)):
-    def need(ok, field, rule):
+    def value_of(field, c=c):
+      value = c
+      for part in field.split("."):
+        value = value[part]
+      return value
+
+    def need(ok, field, rule, prefix=prefix):
       if not ok:
-        value = c
-        for part in field.split("."):
-          value = value[part]
-        problems.append(f"{prefix}{field}={value!r}: {rule}")
+        problems.append(f"{prefix}{field}={value_of(field)!r}: {rule}")
 
     def positive(*fields):
       for field in fields:
-        value = c
-        for part in field.split("."):
-          value = value[part]
+        value = value_of(field)
         need(isinstance(value, int) and value >= 1, field, "must be a positive integer")
 
     positive("data.batch_size", "data.size", "data.clip_length", "data.samples_per_image",
@@ -326,7 +328,6 @@ def differences(recorded: dict, current: dict, prefix: str = "") -> list[tuple[s
 
 def json_roundtrip(config) -> dict:
   """A stage config as the JSON dict recorded in a stage folder (tuples become lists)."""
-  import json  # pylint: disable=g-import-not-at-top
   if isinstance(config, ml_collections.ConfigDict):
     return json.loads(config.to_json_best_effort())
   return json.loads(json.dumps(config))
