@@ -20,11 +20,15 @@ from data_pipelines.landmarks import flip_landmarks
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-  """Ranges of the random similarity transform; the defaults are the paper's."""
+  """Ranges of the random similarity transform (the defaults are the paper's) and appearance
+  changes for in-the-wild faces (not in the paper: off by default)."""
   scale: tuple[float, float] = (0.9, 1.1)
   rotation_deg: float = 15.0
   translation_px_at_128: float = 7.0
   flip: bool = True
+  colour: float = 0.0          # brightness, contrast and saturation each x U(1 - c, 1 + c)
+  blur_prob: float = 0.0       # Gaussian blur, sigma U(0.3, 1.5) px at 128 px (scaled)
+  occluder_prob: float = 0.0   # a rectangle of noise, 15-40 % of the crop side, anywhere
 
 
 def face_box(landmarks: np.ndarray, box_scale: float) -> tuple[np.ndarray, float]:
@@ -61,6 +65,27 @@ def sample_augmentation(rng: np.random.Generator, augmentation: Augmentation, ou
           "rotation_deg": rng.uniform(-augmentation.rotation_deg, augmentation.rotation_deg),
           "shift": tuple(rng.uniform(-t, t, size=2)),
           "flip": bool(augmentation.flip and rng.random() < 0.5)}
+
+
+def augment_appearance(crop: np.ndarray, rng: np.random.Generator,
+                       augmentation: Augmentation) -> np.ndarray:
+  """The appearance part of `augmentation` on a uint8 (S, S, 3) RGB crop; landmarks are
+  unchanged (an occluded landmark keeps its label: the model learns where it must be)."""
+  out = crop.astype(np.float32)
+  size = crop.shape[0]
+  c = augmentation.colour
+  if c > 0:
+    grey = out @ np.float32([0.299, 0.587, 0.114])
+    out = grey[..., None] + (out - grey[..., None]) * rng.uniform(1 - c, 1 + c)   # saturation
+    out = (out - out.mean()) * rng.uniform(1 - c, 1 + c) + out.mean()            # contrast
+    out = out * rng.uniform(1 - c, 1 + c)                                          # brightness
+  if augmentation.blur_prob > 0 and rng.random() < augmentation.blur_prob:
+    out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.5) * size / 128.0)
+  if augmentation.occluder_prob > 0 and rng.random() < augmentation.occluder_prob:
+    h, w = (rng.uniform(0.15, 0.4, size=2) * size).astype(int) + 1
+    y, x = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
+    out[y:y + h, x:x + w] = rng.uniform(0, 255, size=3) + rng.normal(0, 20, size=(h, w, 3))
+  return np.clip(out, 0, 255).round().astype(np.uint8)
 
 
 def crop_face(image: np.ndarray, landmarks: np.ndarray, out_size: int, box_scale: float = 1.3,

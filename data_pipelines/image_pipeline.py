@@ -13,7 +13,8 @@ import numpy as np
 
 from data_pipelines import batching
 from data_pipelines.batching import identity_disjoint_batches
-from data_pipelines.face_crops import Augmentation, crop_face, sample_augmentation
+from data_pipelines.face_crops import (Augmentation, augment_appearance, crop_face,
+                                      sample_augmentation)
 from data_pipelines.image_folders import FaceRecord, load_image_rgb
 
 
@@ -24,7 +25,8 @@ def identity_index(records: list[FaceRecord]) -> dict[str, int]:
 
 class LoadAndCrop(grain.transforms.RandomMap):
   """Decode, crop around the landmarks' face box, and (when `augmentation` is set) apply the
-  paper's random similarity + flip. Picklable, so it runs in Grain worker processes."""
+  paper's random similarity + flip and the appearance changes it names. Picklable, so it
+  runs in Grain worker processes."""
 
   def __init__(self, out_size: int, box_scale: float, augmentation: Augmentation | None,
                identities: dict[str, int]):
@@ -36,6 +38,8 @@ class LoadAndCrop(grain.transforms.RandomMap):
     params = (sample_augmentation(rng, self.augmentation, self.out_size)
               if self.augmentation is not None else {})
     crop, points, _ = crop_face(image, record.landmarks, self.out_size, self.box_scale, **params)
+    if self.augmentation is not None:
+      crop = augment_appearance(crop, rng, self.augmentation)
     return {"image": crop, "landmarks": points,
             "identity": np.int32(self.identities.get(record.identity, -1))}
 

@@ -122,8 +122,9 @@ def still_clip_batch_dataset(records: list[FaceRecord], batch_size: int, *, seed
   batch. Returns (dataset, clips left over)."""
   identities = identity_index(r.identity for r in records)
   items = [i for i in range(len(records)) for _ in range(clips_per_image)]
-  batches, left_over = identity_disjoint_batches([records[i].identity for i in items],
-                                                 batch_size, seed)
+  # A still without an identity label (300-W) is its own person for the no-repeat rule.
+  batches, left_over = identity_disjoint_batches(
+      [records[i].identity or f"#{i}" for i in items], batch_size, seed)
   load = LoadStillClipBatch(records, config, identities, skip_bad_samples)
   return (grain.MapDataset.source(host_part([[items[j] for j in b] for b in batches], *host))
           .random_map(load, seed=seed), left_over)

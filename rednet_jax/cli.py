@@ -96,6 +96,9 @@ def define_model_flags() -> Callable[[], object]:
                                 "workdir, used with its recorded config.")
   stage = flags.DEFINE_string("stage", None, "With --workdir: the stage (may be left out when "
                               "the workdir holds one).")
+  readout = flags.DEFINE_enum("readout", None, ["cluster_centroid", "probability_centroid"],
+                              "Landmark read-out from the responses instead of the model's own "
+                              "(cluster_centroid: the paper's; probability_centroid: sub-pixel).")
 
   def load():
     from rednet_jax import configs, inference  # pylint: disable=g-import-not-at-top
@@ -104,8 +107,9 @@ def define_model_flags() -> Callable[[], object]:
                                 "training run), not both")
     if stage.value and not workdir.value:
       raise configs.ConfigError("--stage needs --workdir")
+    fields = {"readout": readout.value}
     if workdir.value:
-      return inference.load_run_stage(workdir.value, stage.value)
-    return inference.load_model(checkpoint.value)
+      return inference.load_run_stage(workdir.value, stage.value, fields)
+    return inference.load_model(checkpoint.value, fields)
 
   return load

@@ -52,6 +52,10 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.data.samples_per_image = 10      # paper: 10 augmented samples per image per epoch
   c.data.clips_per_video = 100       # paper: 100 random clips per training video
   c.data.augment = True              # paper: scale 0.9-1.1, +-15 deg, +-7 px, flip (images)
+  # Ranges (data_pipelines.face_crops.Augmentation); the paper's, appearance changes off.
+  c.data.augmentation = ml_collections.ConfigDict(dict(
+      scale=(0.9, 1.1), rotation_deg=15.0, translation_px_at_128=7.0, flip=True, colour=0.0,
+      blur_prob=0.0, occluder_prob=0.0))
   c.data.identity_disjoint = False   # no identity twice in a batch (paper: video stage)
   c.data.skip_bad_samples = False
   c.data.occluder_prob = 0.5         # still_clips: share of clips crossed by a moving occluder
@@ -77,6 +81,8 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.model.use_shape_regression = True
   c.model.dropout_rate = 0.4
   c.model.bn_momentum = 0.99
+  c.model.readout = "cluster_centroid"   # paper; 'probability_centroid': sub-pixel (feedback.py)
+  c.model.readout_window = 7
   c.model.dtype = "float32"
 
   c.optimizer = ml_collections.ConfigDict(dict(

@@ -79,6 +79,45 @@ def landmarks_from_response(logits: jax.Array, fallback: jax.Array) -> jax.Array
   return centres.reshape(*lead, num_points, 2)
 
 
+READOUTS = ("cluster_centroid", "probability_centroid")
+
+
+def landmarks_from_probabilities(logits: jax.Array, fallback: jax.Array, window: int
+                                 ) -> jax.Array:
+  """Sub-pixel read-out: each landmark's softmax probability map, restricted to a `window` x
+  `window` square around the paper's cluster centre (`landmarks_from_response`), weighted
+  centroid. The cluster centre alone moves in steps of 1/(cluster size) px as pixels change
+  side; the probabilities move smoothly with the face. A landmark with no probability mass in
+  its window keeps the cluster centre. Same shapes as `landmarks_from_response`."""
+  if window < 1 or window % 2 == 0:
+    raise ValueError(f"read-out window must be a positive odd number of pixels, got {window}")
+  start = landmarks_from_response(logits, fallback)                          # (..., L, 2)
+  probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 1:]  # (..., H, W, L)
+  h, w = logits.shape[-3:-1]
+  xs, ys = _pixel_grid((h, w))
+  centre = jnp.round(start)
+  r = window // 2
+  in_x = jnp.abs(xs[..., None] - centre[..., None, None, :, 0]) <= r        # (..., 1, W, L)
+  in_y = jnp.abs(ys[..., None] - centre[..., None, None, :, 1]) <= r        # (..., H, 1, L)
+  weights = probabilities * (in_x & in_y)
+  total = weights.sum(axis=(-3, -2))                                         # (..., L)
+  x = (weights * xs[..., None]).sum(axis=(-3, -2)) / jnp.maximum(total, 1e-12)
+  y = (weights * ys[..., None]).sum(axis=(-3, -2)) / jnp.maximum(total, 1e-12)
+  refined = jnp.stack([x, y], axis=-1)
+  return jnp.where(total[..., None] > 1e-6, refined, start)
+
+
+def read_landmarks(logits: jax.Array, fallback: jax.Array, readout: str = "cluster_centroid",
+                   window: int = 7) -> jax.Array:
+  """Landmarks from response logits with the named read-out (`READOUTS`): the paper's
+  'cluster_centroid' or the sub-pixel 'probability_centroid'."""
+  if readout == "cluster_centroid":
+    return landmarks_from_response(logits, fallback)
+  if readout == "probability_centroid":
+    return landmarks_from_probabilities(logits, fallback, window)
+  raise ValueError(f"read-out must be one of {READOUTS}, got {readout!r}")
+
+
 def square_size_for_step(sizes: tuple[int, ...], step: int) -> int:
   """Side of the feedback square fed into spatial step `step` (0-based); the last size repeats."""
   return sizes[min(step, len(sizes) - 1)]

@@ -128,15 +128,33 @@ def export_run_stage(workdir: str, stage: str | None, out_dir: str, config=None)
   return save_model(out_dir, *run_stage_parts(workdir, stage, config))
 
 
-def load_run_stage(workdir: str, stage: str | None = None) -> "LandmarkModel":
-  """A stage of a training run as a LandmarkModel, without writing an export."""
+# Model fields that change how landmarks are read from the responses, not the weights: a loaded
+# model may take other values than it was trained or exported with (to measure a read-out).
+READOUT_FIELDS = ("readout", "readout_window")
+
+
+def _with_readout(description: dict, readout: dict | None) -> dict:
+  unknown = set(readout or {}) - set(READOUT_FIELDS)
+  if unknown:
+    raise ValueError(f"only {READOUT_FIELDS} may be changed at load time, got {sorted(unknown)}")
+  description = dict(description)
+  description["model"] = {**description["model"],
+                          **{k: v for k, v in (readout or {}).items() if v is not None}}
+  return description
+
+
+def load_run_stage(workdir: str, stage: str | None = None, readout: dict | None = None
+                   ) -> "LandmarkModel":
+  """A stage of a training run as a LandmarkModel, without writing an export. `readout`:
+  values of READOUT_FIELDS to use instead of the trained ones."""
   fields, variables, size, box_scale, mean_shape, info = run_stage_parts(workdir, stage)
-  description = _description(fields, size, box_scale, mean_shape, info)
+  description = _with_readout(_description(fields, size, box_scale, mean_shape, info), readout)
   return LandmarkModel(description, jax.tree.map(jnp.asarray, variables), info["run"])
 
 
-def load_model(path: str | None = None) -> "LandmarkModel":
-  """An exported model folder (default: the shipped checkpoint)."""
+def load_model(path: str | None = None, readout: dict | None = None) -> "LandmarkModel":
+  """An exported model folder (default: the shipped checkpoint). `readout`: values of
+  READOUT_FIELDS to use instead of the exported ones."""
   path = os.path.abspath(os.path.expanduser(path or DEFAULT_MODEL_DIR))
   model_file = os.path.join(path, MODEL_FILE)
   if not os.path.isfile(model_file):
@@ -145,7 +163,8 @@ def load_model(path: str | None = None) -> "LandmarkModel":
   with open(model_file, encoding="utf-8") as f:
     description = json.load(f)
   variables = ocp.StandardCheckpointer().restore(os.path.join(path, VARIABLES_DIR))
-  return LandmarkModel(description, jax.tree.map(jnp.asarray, variables), path)
+  return LandmarkModel(_with_readout(description, readout), jax.tree.map(jnp.asarray, variables),
+                       path)
 
 
 def landmark_confidence(logits: jax.Array) -> jax.Array:

@@ -259,6 +259,15 @@ def _image_epoch(epoch: int, records, seed: int, host, kwargs) -> grain.MapDatas
   return dataset.map(_add_time_axis)
 
 
+def augmentation_of(data) -> Augmentation | None:
+  """`data.augmentation` as an Augmentation (None when `data.augment` is off)."""
+  if not data.augment:
+    return None
+  fields = data.augmentation.to_dict()
+  fields["scale"] = tuple(fields["scale"])
+  return Augmentation(**fields)
+
+
 def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> StageData:
   """Training and evaluation data of one stage (see the module docstring). `config.eval.data`,
   when its kind is set, is evaluated instead of the training data's held-out split (so stages
@@ -299,7 +308,7 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
           _image_epoch, records=train_records, seed=seed, host=host, kwargs=dict(
               out_size=size, batch_size=data.batch_size, train=True,
               samples_per_image=data.samples_per_image, box_scale=data.box_scale,
-              augmentation=Augmentation() if data.augment else None,
+              augmentation=augmentation_of(data),
               identity_disjoint=data.identity_disjoint,
               skip_bad_samples=data.skip_bad_samples))
     description = (f"{len(train_records)} training images of {len(identities)} identities, "

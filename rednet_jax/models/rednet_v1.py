@@ -37,7 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rednet_jax.feedback import landmarks_from_response, render_label_map, square_size_for_step
+from rednet_jax.feedback import read_landmarks, render_label_map, square_size_for_step
 from rednet_jax.heads import IdentityHead, LSTMCarry, ShapeRegressionHead, TemporalLSTM, zero_lstm_carry
 from rednet_jax.layers import VGG16_STAGES, VGG16Decoder, VGG16Encoder, scaled_channels
 
@@ -56,6 +56,8 @@ class SpatialStep(nn.Module):
   temporal_residual: bool
   lstm_hidden: int
   max_square: int
+  readout: str
+  readout_window: int
   bn_momentum: float
   dtype: Dtype
   train: bool
@@ -80,7 +82,8 @@ class SpatialStep(nn.Module):
                            name="decoder")(jnp.concatenate([identity_code, pose_code], -1),
                                            indices, self.train)
     logits = decoded.astype(jnp.float32).reshape(b, t, h, w, -1)
-    new_points = jax.lax.stop_gradient(landmarks_from_response(logits, points))
+    new_points = jax.lax.stop_gradient(
+        read_landmarks(logits, points, self.readout, self.readout_window))
     head_features = {"identity_code": identity_code, **kept}
     return (new_points, head_features), (logits, new_points, lstm_carry)
 
@@ -102,6 +105,10 @@ class RedNetV1(nn.Module):
   use_shape_regression: bool = False      # f_REG
   dropout_rate: float = 0.4
   bn_momentum: float = 0.99
+  # Landmarks from each step's response: the paper's argmax-cluster centre, or the sub-pixel
+  # probability-weighted centroid in a readout_window-px square around it (feedback.READOUTS).
+  readout: str = "cluster_centroid"
+  readout_window: int = 7
   dtype: Dtype = jnp.float32              # compute dtype of convolutions (bfloat16 on TPU/GPU)
 
   def initial_carry(self, batch_size: int) -> LSTMCarry | None:
@@ -203,7 +210,8 @@ class RedNetV1(nn.Module):
     return dict(num_landmarks=self.num_landmarks, width=self.width,
                 use_temporal=self.use_temporal, temporal_residual=self.temporal_residual,
                 lstm_hidden=self.lstm_hidden,
-                max_square=max(self.feedback_squares), bn_momentum=self.bn_momentum,
+                max_square=max(self.feedback_squares), readout=self.readout,
+                readout_window=self.readout_window, bn_momentum=self.bn_momentum,
                 dtype=self.dtype, train=train)
 
   def spatial_step(self, train: bool) -> SpatialStep:
