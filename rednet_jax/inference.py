@@ -29,6 +29,7 @@ from data_pipelines.face_crops import crop_matrix, face_box, transform_points
 from rednet_jax import checkpoints
 from rednet_jax.detection import Face, FaceDetector
 from rednet_jax.models import build_model
+from rednet_jax.stabiliser import OneEuroFilter
 from rednet_jax.train_step import normalise_images
 
 MODEL_FILE, VARIABLES_DIR = "model.json", "variables"
@@ -261,16 +262,29 @@ class Tracker:
   (L, 2) float32 in 0-based frame pixels, or None when no face was found."""
 
   def __init__(self, model: LandmarkModel | None = None, detector: FaceDetector | None = None,
-               min_confidence: float = DEFAULT_MIN_CONFIDENCE):
+               min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+               stabiliser: OneEuroFilter | None = None):
     self.model = model or load_model()
     self.detector = detector or FaceDetector()
     self.min_confidence = min_confidence
+    # Smooths what update() returns; crops and z_0 follow the raw prediction (`raw_points`).
+    self.stabiliser = stabiliser
     self.counts = TrackerCounts()
     self.reset()
 
   def reset(self) -> None:
     """Forgets the face: the next frame starts from a detection."""
     self._points, self._carry = None, None
+    if self.stabiliser is not None:
+      self.stabiliser.reset()
+
+  @property
+  def raw_points(self) -> np.ndarray | None:
+    """The model's own landmarks for the last frame (before the stabiliser), or None."""
+    return self._points
+
+  def _report(self, points: np.ndarray) -> np.ndarray:
+    return points if self.stabiliser is None else self.stabiliser(points)
 
   def forget_carry(self) -> None:
     """Keeps the face but zeroes the LSTM state (an ablation of the temporal module)."""
@@ -291,7 +305,7 @@ class Tracker:
       points, confidence, carry = self._run(frame, centre, extent, self._points, self._carry)
       if confidence >= self.min_confidence:
         self._points, self._carry = points, carry
-        return points, confidence
+        return self._report(points), confidence
       self.counts.lost += 1
     if face is None:
       faces = self.detector.detect(frame)
@@ -303,7 +317,9 @@ class Tracker:
       self.counts.detections += 1
     points, confidence, carry = self._run(frame, face.centre, face.side, None, None)
     self._points, self._carry = points, carry
-    return points, confidence
+    if self.stabiliser is not None:
+      self.stabiliser.reset()                 # a new track: no smoothing across the jump
+    return self._report(points), confidence
 
 
 @dataclasses.dataclass

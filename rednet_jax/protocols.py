@@ -21,14 +21,16 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from data_pipelines import aflw, video_300vw
+from data_pipelines import aflw, talking_face, video_300vw
 from data_pipelines.face_crops import face_box
 from data_pipelines.image_folders import load_image_rgb, read_image_folder
 from data_pipelines.landmarks import IBUG68_TO_7
+from data_pipelines.pts import DataError
 from data_pipelines.stills_to_clips import StillClipConfig, clip_from_still
 from rednet_jax import metrics
 from rednet_jax.detection import Face, FaceDetector
 from rednet_jax.inference import LandmarkModel, Tracker
+from rednet_jax.stabiliser import OneEuroSettings, stabilise
 from rednet_jax.video_tracking import video_frames
 
 NORMALISERS = ("io", "ip", "box")
@@ -39,24 +41,56 @@ SUBSETS_300W = {"lfpw": "common", "helen": "common", "ibug": "challenging"}
 
 @dataclasses.dataclass
 class Evaluated:
-  """Predictions and ground truth of every evaluated frame, with per-frame subset names."""
+  """Predictions and ground truth of every evaluated frame, with per-frame subset names.
+
+  For videos also the model's full prediction of each frame (`full_points`, e.g. 68 points
+  where 7 are scored) and `track`, the id of the continuous track the frame belongs to (a new
+  id at every video start, detection or frame without a face): jitter is measured within
+  tracks only, and the stabiliser restarts at each."""
   points: list = dataclasses.field(default_factory=list)       # (L, 2) per frame
   landmarks: list = dataclasses.field(default_factory=list)    # (L, 2) per frame
   subsets: list = dataclasses.field(default_factory=list)      # tuple of names per frame
   missed: dict = dataclasses.field(default_factory=dict)       # subset -> frames without a face
+  full_points: list = dataclasses.field(default_factory=list)  # videos: (L_model, 2) per frame
+  track: list = dataclasses.field(default_factory=list)        # videos: track id per frame
+  bad_samples: list = dataclasses.field(default_factory=list)  # skipped input, with the reason
 
-  def add(self, points, landmarks, subsets: Sequence[str]) -> None:
+  def add(self, points, landmarks, subsets: Sequence[str], full_points=None,
+          track: int = -1) -> None:
     self.points.append(np.asarray(points, np.float32))
     self.landmarks.append(np.asarray(landmarks, np.float32))
     self.subsets.append(tuple(subsets))
+    if full_points is not None:
+      self.full_points.append(np.asarray(full_points, np.float32))
+      self.track.append(track)
 
   def miss(self, subsets: Sequence[str]) -> None:
     for name in subsets:
       self.missed[name] = self.missed.get(name, 0) + 1
 
+  def tracks(self, mask: np.ndarray | None = None) -> list[np.ndarray]:
+    """Frame indices of each continuous track (optionally only frames in `mask`), in order."""
+    ids = np.asarray(self.track)
+    keep = np.ones(len(ids), bool) if mask is None else np.asarray(mask)
+    return [np.flatnonzero((ids == t) & keep) for t in dict.fromkeys(ids[keep].tolist())]
+
+  def stabilised(self, settings: OneEuroSettings, fps: float) -> "Evaluated":
+    """The same frames with each track's predictions passed through the One-Euro filter
+    (what `Tracker(stabiliser=...)` reports; the raw predictions drove the tracking)."""
+    if len(self.full_points) != len(self.points):
+      raise ValueError("stabilising needs the full prediction of every frame (videos only)")
+    out = dataclasses.replace(self, points=list(self.points), full_points=list(self.full_points))
+    for frames in self.tracks():
+      smooth = stabilise([np.stack([self.full_points[i] for i in frames])], settings, fps)[0]
+      for i, p in zip(frames, smooth):
+        out.full_points[i] = p
+        out.points[i] = _as_evaluated_points(p, len(self.landmarks[i]))
+    return out
+
 
 def _as_evaluated_points(points: np.ndarray, num_landmarks: int) -> np.ndarray:
   """A 68-point prediction compared with 7-point ground truth uses the 7 matching points."""
+  points = np.asarray(points)
   if points.shape[0] == 68 and num_landmarks == 7:
     return points[list(IBUG68_TO_7)]
   return points
@@ -64,10 +98,12 @@ def _as_evaluated_points(points: np.ndarray, num_landmarks: int) -> np.ndarray:
 
 def evaluate_images(model: LandmarkModel, faces: Iterable[tuple[str, np.ndarray, Sequence[str]]],
                     first_box: str = "annotation", detector: FaceDetector | None = None,
-                    batch_size: int = 32) -> Evaluated:
+                    batch_size: int = 32, skip_bad_samples: bool = False) -> Evaluated:
   """`faces`: (image path, ground truth (L, 2) 0-based, subsets). `first_box`: 'annotation'
   (the box of the ground truth, the training crop rule) or 'detector' (the detected face
-  nearest the annotation; a face the detector misses counts in `missed`)."""
+  nearest the annotation; a face the detector misses counts in `missed`). An image that
+  cannot be decoded is a DataError, or with `skip_bad_samples` left out and listed in
+  `bad_samples`."""
   result = Evaluated()
   pending = []
 
@@ -79,7 +115,13 @@ def evaluate_images(model: LandmarkModel, faces: Iterable[tuple[str, np.ndarray,
       pending.clear()
 
   for path, truth, subsets in faces:
-    image = load_image_rgb(path)
+    try:
+      image = load_image_rgb(path)
+    except DataError as e:
+      if not skip_bad_samples:
+        raise
+      result.bad_samples.append(str(e))
+      continue
     box = _first_box(image, truth, first_box, detector)
     if box is None:
       result.miss(subsets)
@@ -117,22 +159,32 @@ def evaluate_videos(model: LandmarkModel,
   found none) count in `missed`."""
   result = Evaluated()
   detector = detector or FaceDetector()
-  for frames, truth, subsets in videos:
+  track = 0
+  for video in videos:
+    frames, truth, subsets = video[:3]
+    # Optional 4th item: landmarks of the annotation's box where the scored points (e.g. 7)
+    # do not span the face.
+    box_truth = video[3] if len(video) > 3 else truth
     tracker = Tracker(model, detector, min_confidence)
+    track += 1
     for t, frame in enumerate(frames):
       if t >= len(truth):
         break
-      start = _first_box(frame, truth[t], first_box, detector) if t == 0 else None
+      start = _first_box(frame, box_truth[t], first_box, detector) if t == 0 else None
       if t == 0 and start is None:
         result.miss(subsets)
         continue
       if not carry_state:
         tracker.forget_carry()
+      detections = tracker.counts.detections
       points, _ = tracker.update(frame, face=start)
       if points is None:
         result.miss(subsets)
+        track += 1
         continue
-      result.add(points, truth[t], subsets)
+      if t > 0 and tracker.counts.detections > detections:
+        track += 1
+      result.add(_as_evaluated_points(points, truth.shape[-2]), truth[t], subsets, points, track)
   return result
 
 
@@ -154,11 +206,31 @@ def tables(result: Evaluated, order: Sequence[str] = ()) -> dict[str, dict[str, 
     for kind in ("ip", "box"):
       errors = np.asarray(metrics.normalised_errors(points[mask], landmarks[mask], kind))
       row[f"nme_{kind}"] = float(100 * errors.mean())
+    row["median_io"] = float(100 * np.median(np.asarray(
+        metrics.normalised_errors(points[mask], landmarks[mask], "io"))))
     if points.shape[1] == 68:
       row.update(metrics.group_errors(points[mask], landmarks[mask], "io"))
+    row.update(_jitter_row(result, mask))
     row["missed"] = sum(result.missed.values()) if name == "all" else result.missed.get(name, 0)
+    row["bad_samples"] = len(result.bad_samples)
     out[name] = row
   return out
+
+
+def _jitter_row(result: Evaluated, mask: np.ndarray) -> dict[str, float]:
+  """Videos: mean jitter (metrics.jitter_per_frame, % io) within continuous tracks of the
+  scored points (`jitter_io`), of all the model's points (`jitter_io_all_points`), and of the
+  ground truth's own scored points (`gt_jitter_io`)."""
+  if len(result.track) != len(result.points):
+    return {}
+  tracks = [t for t in result.tracks(mask) if len(t) >= 3]
+  if not tracks:
+    return {}
+  def mean(sequences):
+    return float(np.concatenate([metrics.jitter_per_frame(np.stack(q)) for q in sequences]).mean())
+  return {"jitter_io": mean([[result.points[i] for i in t] for t in tracks]),
+          "jitter_io_all_points": mean([[result.full_points[i] for i in t] for t in tracks]),
+          "gt_jitter_io": mean([[result.landmarks[i] for i in t] for t in tracks])}
 
 
 def errors_by_subset(result: Evaluated) -> dict[str, np.ndarray]:
@@ -172,11 +244,14 @@ def errors_by_subset(result: Evaluated) -> dict[str, np.ndarray]:
 
 
 def markdown_table(rows: dict[str, dict[str, float]]) -> str:
-  columns = ["frames", "nme_io", "nme_ip", "nme_box", "fr08_io", "fr10_io", "auc08_io",
-             "auc10_io", "missed"]
+  columns = ["frames", "nme_io", "median_io", "nme_ip", "nme_box", "fr08_io", "fr10_io",
+             "auc08_io", "auc10_io", "missed"]
+  first = next(iter(rows.values()))
+  columns += [c for c in ("jitter_io", "jitter_io_all_points", "gt_jitter_io", "bad_samples")
+              if c in first and (c != "bad_samples" or first[c])]
   lines = ["| subset | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
   for name, row in rows.items():
-    cells = [f"{row[c]:.0f}" if c in ("frames", "missed") else
+    cells = [f"{row[c]:.0f}" if c in ("frames", "missed", "bad_samples") else
              f"{row[c]:.3f}" if c.startswith("auc") else f"{row[c]:.2f}" for c in columns]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   groups = [g for g in metrics.GROUPS_68 if f"nme_io_{g}" in next(iter(rows.values()))]
@@ -198,12 +273,17 @@ def _limited(items: list, limit: int) -> list:
   return items[:limit] if limit else items
 
 
-def image_folder_faces(root: str, split: str = "", num_landmarks: int = 68, limit: int = 0
-                       ) -> Iterator[tuple]:
+def image_folder_faces(root: str, split: str = "", num_landmarks: int = 68, limit: int = 0,
+                       bad_samples: list | None = None) -> Iterator[tuple]:
   """(path, landmarks, subsets) of an image folder's faces (one manifest split, or all): the
-  split, and for 300-W's test folders (lfpw, helen, ibug under root) the folder and 'common' /
-  'challenging' (full is 'all')."""
-  records, _ = read_image_folder(root, num_landmarks, split or None)
+  split, and for 300-W's folders (lfpw, helen, ibug directly under root, as distributed or in
+  the `300w` layout with lfpw/trainset, lfpw/testset, ...) the folder and 'common' /
+  'challenging' (full is 'all'). With `bad_samples` (a list), faces whose files are missing or
+  malformed are left out and their messages appended to it; without, they are DataErrors."""
+  records, bad = read_image_folder(root, num_landmarks, split or None,
+                                   skip_bad_samples=bad_samples is not None)
+  if bad_samples is not None:
+    bad_samples.extend(bad.messages)
   for r in _limited(records, limit):
     top = os.path.relpath(r.image, root).split(os.sep)[0].lower()
     subsets = [top, SUBSETS_300W[top]] if top in SUBSETS_300W else []
@@ -254,3 +334,18 @@ def still_clip_videos(root: str, split: str = "", num_landmarks: int = 68,
     frames, landmarks = clip_from_still(load_image_rgb(record.image), record.landmarks, rng,
                                         config)
     yield iter(frames), landmarks, [record.split] if record.split else []
+
+
+def talking_face_video(root: str, origin: int = 0, limit: int = 0) -> Iterator[tuple]:
+  """The FGNET Talking Face video as one tracked video: (frames, the 7 scored points (T, 7, 2),
+  ['talking_face'], FGNET's 68 points for the first frame's annotation box). The papers score
+  RED-Net's 7 points on it (`data_pipelines.talking_face`)."""
+  video = talking_face.read_talking_face(root, origin, limit)
+  frames = (load_image_rgb(path) for path in video.frames)
+  yield frames, video.seven_points, ["talking_face"], video.landmarks
+
+
+def error_over_frames(result: Evaluated) -> np.ndarray:
+  """Inter-ocular NME (%) of every evaluated frame, in order."""
+  return 100 * np.asarray(metrics.normalised_errors(np.stack(result.points),
+                                                    np.stack(result.landmarks), "io"))

@@ -38,6 +38,22 @@ def ced_plot(errors_by_name: dict[str, np.ndarray], path: str, max_error: float 
   plt.close(fig)
 
 
+def error_over_frames_plot(series: dict[str, np.ndarray], path: str, title: str = "") -> None:
+  """Per-frame NME (% io) of a tracked video, one line per entry (e.g. raw and stabilised)."""
+  fig, ax = plt.subplots(figsize=(8, 3), dpi=120)
+  for name, errors in series.items():
+    ax.plot(np.asarray(errors), lw=0.8, label=f"{name} (mean {np.mean(errors):.2f} %)")
+  ax.set_xlabel("frame")
+  ax.set_ylabel("NME (% io)")
+  ax.set_ylim(bottom=0)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="upper right")
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
 def refinement_figure(images: np.ndarray, init_points: np.ndarray, step_points: np.ndarray,
                       landmarks: np.ndarray, path: str) -> None:
   """Rows: faces; columns: z_0, the shape after each of the K spatial steps, ground truth.
