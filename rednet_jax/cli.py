@@ -99,6 +99,8 @@ def define_model_flags() -> Callable[[], object]:
   readout = flags.DEFINE_enum("readout", None, ["cluster_centroid", "probability_centroid"],
                               "Landmark read-out from the responses instead of the model's own "
                               "(cluster_centroid: the paper's; probability_centroid: sub-pixel).")
+  readout_window = flags.DEFINE_integer("readout_window", None, "Window side (odd, px) of the "
+                                        "probability_centroid read-out instead of the model's.")
 
   def load():
     from rednet_jax import configs, inference  # pylint: disable=g-import-not-at-top
@@ -107,7 +109,7 @@ def define_model_flags() -> Callable[[], object]:
                                 "training run), not both")
     if stage.value and not workdir.value:
       raise configs.ConfigError("--stage needs --workdir")
-    fields = {"readout": readout.value}
+    fields = {"readout": readout.value, "readout_window": readout_window.value}
     if workdir.value:
       return inference.load_run_stage(workdir.value, stage.value, fields)
     return inference.load_model(checkpoint.value, fields)

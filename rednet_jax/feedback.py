@@ -85,8 +85,8 @@ READOUTS = ("cluster_centroid", "probability_centroid")
 def landmarks_from_probabilities(logits: jax.Array, fallback: jax.Array, window: int
                                  ) -> jax.Array:
   """Sub-pixel read-out: each landmark's softmax probability map, restricted to a `window` x
-  `window` square around the paper's cluster centre (`landmarks_from_response`), weighted
-  centroid. The cluster centre alone moves in steps of 1/(cluster size) px as pixels change
+  `window` square around the paper's cluster centre (`landmarks_from_response`), less its
+  minimum there, weighted centroid. The cluster centre alone moves in steps of 1/(cluster size) px as pixels change
   side; the probabilities move smoothly with the face. A landmark with no probability mass in
   its window keeps the cluster centre. Same shapes as `landmarks_from_response`."""
   if window < 1 or window % 2 == 0:
@@ -99,7 +99,11 @@ def landmarks_from_probabilities(logits: jax.Array, fallback: jax.Array, window:
   r = window // 2
   in_x = jnp.abs(xs[..., None] - centre[..., None, None, :, 0]) <= r        # (..., 1, W, L)
   in_y = jnp.abs(ys[..., None] - centre[..., None, None, :, 1]) <= r        # (..., H, 1, L)
-  weights = probabilities * (in_x & in_y)
+  inside = in_x & in_y
+  # Measured from the lowest probability in the window, so a floor of probability spread
+  # over the window does not pull the centroid towards the window's centre.
+  floor = jnp.min(jnp.where(inside, probabilities, jnp.inf), axis=(-3, -2), keepdims=True)
+  weights = jnp.where(inside, probabilities - floor, 0.0)
   total = weights.sum(axis=(-3, -2))                                         # (..., L)
   x = (weights * xs[..., None]).sum(axis=(-3, -2)) / jnp.maximum(total, 1e-12)
   y = (weights * ys[..., None]).sum(axis=(-3, -2)) / jnp.maximum(total, 1e-12)

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rednet_jax.feedback import landmarks_from_response, render_label_map, square_size_for_step
+from rednet_jax.feedback import (landmarks_from_response, read_landmarks, render_label_map,
+                                 square_size_for_step)
 
 
 def numpy_label_map(points, h, w, square):
@@ -99,3 +100,40 @@ def test_gaussian_heatmaps_and_disks():
   ys, xs = np.mgrid[:32, :40]
   np.testing.assert_array_equal(disks[0, :, :, 0], ((xs - 10) ** 2 + (ys - 20) ** 2 <= 25))
   assert disks[0, :, :, 0].sum() == 81                                  # lattice points, r = 5
+
+
+def _blob_logits(centres, size=24, background=2.0, peak=6.0, spread=4.0):
+  """Logits whose landmark channels are Gaussian bumps at sub-pixel `centres`."""
+  ys, xs = np.mgrid[0:size, 0:size]
+  logits = np.zeros((size, size, len(centres) + 1), np.float32)
+  logits[..., 0] = background
+  for l, (cx, cy) in enumerate(centres):
+    logits[..., l + 1] = peak * np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / spread)
+  return jnp.asarray(logits)
+
+
+def test_probability_readout_is_sub_pixel_where_the_cluster_centre_is_not():
+  rng = np.random.default_rng(0)
+  centres = rng.uniform(5, 19, size=(40, 2))
+  fallback = jnp.zeros((1, 2))
+  cluster, prob = [], []
+  for c in centres:
+    logits = _blob_logits([c])
+    cluster.append(np.asarray(read_landmarks(logits, fallback, "cluster_centroid"))[0])
+    prob.append(np.asarray(read_landmarks(logits, fallback, "probability_centroid", 7))[0])
+  cluster_error = np.linalg.norm(np.stack(cluster) - centres, axis=-1)
+  prob_error = np.linalg.norm(np.stack(prob) - centres, axis=-1)
+  assert prob_error.max() < 0.1, prob_error.max()
+  assert cluster_error.mean() > 3 * prob_error.mean()
+  # The window keeps another landmark's mass out: two bumps far apart read independently.
+  two = read_landmarks(_blob_logits([(5.3, 6.6), (18.2, 17.4)]), jnp.zeros((2, 2)),
+                       "probability_centroid", 7)
+  np.testing.assert_allclose(np.asarray(two), [[5.3, 6.6], [18.2, 17.4]], atol=0.1)
+
+
+def test_readout_names_and_windows_are_checked():
+  logits = _blob_logits([(5.0, 5.0)])
+  with pytest.raises(ValueError, match="read-out must be one of"):
+    read_landmarks(logits, jnp.zeros((1, 2)), "soft_argmax")
+  with pytest.raises(ValueError, match="odd"):
+    read_landmarks(logits, jnp.zeros((1, 2)), "probability_centroid", 4)

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipelines.face_crops import Augmentation, crop_face, face_box, sample_augmentation
+from data_pipelines.face_crops import (Augmentation, augment_appearance, crop_face, face_box,
+                                      sample_augmentation)
 from data_pipelines.image_folders import read_image_folder
 from data_pipelines.image_pipeline import identity_index, image_dataset
 from data_pipelines.landmarks import FLIP_68
@@ -118,3 +119,33 @@ def test_identity_disjoint_image_batches_and_bad_samples_masked(tmp_path):
   batch = lenient[0]
   assert batch["valid"].tolist() == [True, False, True, True, True, True]
   assert not batch["image"][1].any() and not batch["landmarks"][1].any()
+
+
+def test_appearance_augmentation_is_off_by_default_and_does_what_its_fields_say():
+  rng = np.random.default_rng(0)
+  crop = rng.integers(40, 200, size=(64, 64, 3)).astype(np.uint8)
+  np.testing.assert_array_equal(augment_appearance(crop, rng, Augmentation()), crop)
+  coloured = [augment_appearance(crop, np.random.default_rng(s), Augmentation(colour=0.4))
+              for s in range(8)]
+  means = [c.astype(float).mean() for c in coloured]
+  assert max(means) - min(means) > 10 and all(c.shape == crop.shape for c in coloured)
+  blurred = augment_appearance(crop, rng, Augmentation(blur_prob=1.0))
+  assert np.abs(np.diff(blurred.astype(float), axis=1)).mean() < \
+      np.abs(np.diff(crop.astype(float), axis=1)).mean()
+  occluded = augment_appearance(crop, rng, Augmentation(occluder_prob=1.0))
+  changed = np.any(occluded != crop, axis=-1)
+  rows, cols = np.nonzero(changed)
+  # One axis-aligned rectangle of 15-40 % of the side, nothing changed outside it.
+  assert changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1].mean() > 0.9
+  assert 0.15 * 64 <= rows.max() - rows.min() + 1 <= 0.4 * 64 + 1
+
+
+def test_config_augmentation_fields_reach_the_loader():
+  from rednet_jax.configs import base_stage
+  from rednet_jax.input_pipeline import augmentation_of
+  data = base_stage("image").data
+  assert augmentation_of(data) == Augmentation()        # the paper's ranges by default
+  data.augmentation.update(rotation_deg=30.0, colour=0.3)
+  assert augmentation_of(data) == Augmentation(rotation_deg=30.0, colour=0.3)
+  data.augment = False
+  assert augmentation_of(data) is None

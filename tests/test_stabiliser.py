@@ -1,0 +1,47 @@
+"""The One-Euro stabiliser: still landmarks are smoothed, fast motion is followed with little
+lag, tracks restart cleanly, and the Tracker reports filtered points while tracking raw ones."""
+
+import numpy as np
+import pytest
+
+from rednet_jax import metrics
+from rednet_jax.stabiliser import OneEuroFilter, OneEuroSettings, stabilise
+
+_SHAPE = np.array([[0, 0], [1, 0], [2, 0], [3, 0], [1.5, 1], [0.8, 2], [2.2, 2]],
+                  np.float64) * 40 + 100          # 7 points, outer eye corners 120 px apart
+
+
+def test_a_still_face_with_readout_noise_is_smoothed():
+  rng = np.random.default_rng(0)
+  noisy = _SHAPE + rng.normal(0, 1.5, size=(100, 7, 2))
+  smooth = stabilise([noisy])[0]
+  assert metrics.jitter(smooth)["jitter_io_mean"] < 0.5 * metrics.jitter(noisy)["jitter_io_mean"]
+  error = lambda p: np.linalg.norm(p[20:] - _SHAPE, axis=-1).mean()
+  assert error(smooth) < 0.7 * error(noisy)
+
+
+def test_fast_motion_is_followed_with_less_lag_than_a_fixed_low_pass():
+  moving = _SHAPE + np.arange(50)[:, None, None] * np.array([8.0, 0.0])  # 8 px per frame
+  adaptive = stabilise([moving])[0]
+  fixed = stabilise([moving], OneEuroSettings(beta=0.0))[0]
+  lag = lambda p: np.abs(p[-1] - moving[-1]).max()
+  assert lag(adaptive) < 0.25 * lag(fixed)
+  assert lag(adaptive) < 4.0
+
+
+def test_filter_starts_at_the_first_shape_and_restarts_after_reset():
+  f = OneEuroFilter(fps=30)
+  np.testing.assert_allclose(f(_SHAPE), _SHAPE)
+  f(_SHAPE + 5)
+  f.reset()
+  np.testing.assert_allclose(f(_SHAPE + 50), _SHAPE + 50)
+  # stabilise() filters each track from a fresh state.
+  a, b = stabilise([np.stack([_SHAPE, _SHAPE + 1]), np.stack([_SHAPE + 80, _SHAPE + 81])])
+  np.testing.assert_allclose(b[0], _SHAPE + 80)
+
+
+def test_bad_settings_are_errors():
+  with pytest.raises(ValueError, match="positive cut-offs"):
+    OneEuroSettings(min_cutoff_hz=0)
+  with pytest.raises(ValueError, match="fps"):
+    OneEuroFilter(fps=0)
