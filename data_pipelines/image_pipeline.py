@@ -92,16 +92,29 @@ def image_batch_dataset(records: list[FaceRecord], out_size: int, batch_size: in
                         box_scale: float = 1.3, augmentation: Augmentation = Augmentation(),
                         identity_disjoint: bool = False, skip_bad_samples: bool = False,
                         identities: dict[str, int] | None = None,
-                        host: tuple[int, int] = (0, 1)) -> tuple[grain.MapDataset, int]:
+                        host: tuple[int, int] = (0, 1),
+                        samples_per_record: list[float] | None = None
+                        ) -> tuple[grain.MapDataset, int]:
   """Batches of crops for one epoch (deterministic given `seed`; pass seed + epoch for the
   next). With `identity_disjoint`, no identity appears twice in a batch (the identity and video
   stages). `host` = (process index, process count): this process loads its part of every
-  batch. Returns (dataset of batches with a `valid` mask, samples left over)."""
+  batch. `samples_per_record` (training) replaces `samples_per_image` with an expected count
+  per record, fractions drawn per epoch (how sources are mixed with stated weights). Returns
+  (dataset of batches with a `valid` mask, samples left over)."""
   if not records:
     raise ValueError("image_batch_dataset needs at least one record")
   identities = identity_index(records) if identities is None else identities
-  repeats = samples_per_image if train else 1
-  items = [i for i in range(len(records)) for _ in range(repeats)]
+  if train and samples_per_record is not None:
+    if len(samples_per_record) != len(records):
+      raise ValueError(f"samples_per_record has {len(samples_per_record)} entries for "
+                       f"{len(records)} records")
+    expected = np.asarray(samples_per_record, np.float64)
+    draws = np.random.default_rng([seed, 1]).random(len(records))
+    counts = np.floor(expected).astype(int) + (draws < expected - np.floor(expected))
+    items = [i for i, n in enumerate(counts) for _ in range(n)]
+  else:
+    repeats = samples_per_image if train else 1
+    items = [i for i in range(len(records)) for _ in range(repeats)]
   if identity_disjoint:
     batches, left_over = identity_disjoint_batches([records[i].identity for i in items],
                                                    batch_size, seed)

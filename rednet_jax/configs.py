@@ -43,6 +43,11 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.data.train_split = "train"       # manifest split ("" : every annotated image under root)
   c.data.eval_split = "val"
   c.data.eval_root = ""              # image folders: held-out images from another folder
+  # Image folders: a second training source (e.g. ytf68 beside 300-W) making up extra_weight of
+  # the training samples of each epoch; the held-out split stays data.root's.
+  c.data.extra_root = ""
+  c.data.extra_split = "train"
+  c.data.extra_weight = 0.0
   c.data.tfds_name = "faces300_w"    # tfds_faces: the prepared TFDS dataset under data.root
   c.data.num_landmarks = 68
   c.data.size = 128                  # paper: 128 x 128 crops

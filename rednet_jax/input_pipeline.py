@@ -193,6 +193,39 @@ def _stills(data, workdir: str, field: str) -> tuple[list[FaceRecord], list[Face
   return train, held_out
 
 
+def _extra_source(data, field: str) -> list[FaceRecord]:
+  """The training records of `data.extra_root` (mixed in by `mixing_weights`), or none."""
+  weight_field = field.replace("root", "extra_weight")
+  if not 0.0 <= data.extra_weight < 1.0:
+    raise DataError(f"--config.{weight_field}={data.extra_weight}: must be in [0, 1)")
+  if bool(data.extra_root) != (data.extra_weight > 0):
+    raise DataError(f"--config.{field.replace('root', 'extra_root')}={data.extra_root!r} and "
+                    f"--config.{weight_field}={data.extra_weight}: set both or neither")
+  if not data.extra_root:
+    return []
+  if data.kind != "image_folder":
+    raise DataError(f"--config.{field.replace('root', 'extra_root')}: a second training source "
+                    f"is for data.kind='image_folder', not {data.kind!r}")
+  root = os.path.expanduser(data.extra_root)
+  _require_dir(root, "extra training data", field.replace("root", "extra_root"))
+  records, bad = read_image_folder(root, data.num_landmarks, split=data.extra_split or None,
+                                   skip_bad_samples=data.skip_bad_samples)
+  for message in bad.messages:
+    logging.warning("skipped: %s", message)
+  return records
+
+
+def mixing_weights(num_main: int, num_extra: int, data) -> list[float] | None:
+  """Expected training samples per record and epoch, for data.root's records followed by the
+  extra source's: `samples_per_image` each for the first; the extra records share
+  extra_weight / (1 - extra_weight) times as many samples in all. None without extra records."""
+  if not num_extra:
+    return None
+  per_extra = (data.extra_weight / (1 - data.extra_weight) * num_main * data.samples_per_image
+               / num_extra)
+  return [float(data.samples_per_image)] * num_main + [per_extra] * num_extra
+
+
 def _tfds_faces(data, data_dir: str, split: str, workdir: str, field: str) -> list[FaceRecord]:
   from data_pipelines.tfds_builders import records_from_tfds  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -293,6 +326,9 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
     description = f"{len(train_videos)} training videos, {len(held_out)} held out"
   else:
     train_records, held_out = _stills(data, workdir, "data.root")
+    extra_records = _extra_source(data, "data.root")
+    weights = mixing_weights(len(train_records), len(extra_records), data)
+    train_records = train_records + extra_records
     unit_mean = mean_shape([r.landmarks for r in train_records])
     identities = {r.identity for r in train_records if r.identity}
     if data.kind == "still_clips":
@@ -310,9 +346,12 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
               samples_per_image=data.samples_per_image, box_scale=data.box_scale,
               augmentation=augmentation_of(data),
               identity_disjoint=data.identity_disjoint,
-              skip_bad_samples=data.skip_bad_samples))
-    description = (f"{len(train_records)} training images of {len(identities)} identities, "
-                   f"{len(held_out)} held out")
+              skip_bad_samples=data.skip_bad_samples,
+              samples_per_record=weights))
+    description = (f"{len(train_records)} training images of {len(identities)} identities"
+                   + (f" ({len(extra_records)} from {data.extra_root}, "
+                      f"{data.extra_weight:.0%} of the samples)" if extra_records else "")
+                   + f", {len(held_out)} held out")
 
   steps_per_epoch = len(make_epoch(0))
   if steps_per_epoch == 0:

@@ -9,7 +9,8 @@ import pytest
 from data_pipelines.face_crops import (Augmentation, augment_appearance, crop_face, face_box,
                                       sample_augmentation)
 from data_pipelines.image_folders import read_image_folder
-from data_pipelines.image_pipeline import identity_index, image_dataset
+from data_pipelines.image_pipeline import identity_index, image_batch_dataset, image_dataset
+from data_pipelines.pts import DataError
 from data_pipelines.landmarks import FLIP_68
 
 YTF68_MINI = os.path.join(os.path.dirname(__file__), "fixtures", "ytf68_mini")
@@ -149,3 +150,34 @@ def test_config_augmentation_fields_reach_the_loader():
   assert augmentation_of(data) == Augmentation(rotation_deg=30.0, colour=0.3)
   data.augment = False
   assert augmentation_of(data) is None
+
+
+def test_a_second_source_makes_up_its_stated_share_of_each_epoch(tmp_path):
+  from rednet_jax.configs import base_stage
+  from rednet_jax.input_pipeline import build_stage_data, mixing_weights
+  from test_300w import make_300w
+  data = base_stage("image").data
+  data.update(samples_per_image=4, extra_weight=0.25)
+  weights = mixing_weights(6, 3, data)
+  # 6 faces x 4 samples = 24 main samples; a quarter extra: 8 samples over 3 faces.
+  assert weights[:6] == [4.0] * 6 and sum(weights[6:]) == pytest.approx(8.0)
+  assert mixing_weights(6, 0, data) is None
+  # Per epoch the fractional counts are drawn, so totals vary by at most one per record.
+  records, _ = read_image_folder(YTF68_MINI)
+  totals = []
+  for seed in range(20):
+    batches, left_over = image_batch_dataset(records, 32, 1, train=True, seed=seed,
+                                             samples_per_record=[1.0] * 3 + [0.5] * 3)
+    totals.append(len(batches) + left_over)
+  assert min(totals) >= 3 and max(totals) <= 6 and 3.9 < np.mean(totals) < 5.1
+  # Through the stage config: 300-W layout main source, the ytf68 fixture as the extra one.
+  config = base_stage("image")
+  config.data.update(root=make_300w(str(tmp_path / "300w")), train_split="train",
+                     eval_split="test", size=32, batch_size=2, samples_per_image=2,
+                     extra_root=YTF68_MINI, extra_split="train", extra_weight=0.5, workers=0)
+  stage = build_stage_data(config, str(tmp_path / "work"))
+  # 2 main faces x 2 = 4 samples, as many again from the extra source: 8 samples, 4 batches.
+  assert stage.steps_per_epoch == 4 and "50% of the samples" in stage.description
+  config.data.extra_weight = 0.0
+  with pytest.raises(DataError, match="set both or neither"):
+    build_stage_data(config, str(tmp_path / "work"))
