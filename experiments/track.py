@@ -6,9 +6,13 @@ r"""Tracks the face in a video with the streaming `Tracker` and writes what it f
 Writes into --out: `annot/000001.pts` ... (300-VW layout: one iBUG file per frame, 1-based frame
 numbers and 1-based pixel coordinates; frames without a face get no file), `overlay.mp4`,
 `jitter.png` (per-frame landmark acceleration / inter-ocular distance, and confidence) and
-`summary.json` (frames, frames without a face, detector runs, frames/s of tracking, jitter
-mean and p95 in % of the inter-ocular distance). Without --checkpoint the model shipped in
-`rednet_jax/assets/ytf68_cpu` is used.
+`summary.json` (frames, frames without a face, detector runs, checks of the tracked face and
+scene cuts, frames/s of tracking, jitter mean and p95 in % of the inter-ocular distance within
+continuous tracks, of the reported and, when stabilised, of the raw points; a warning when the
+video decodes fewer frames than its header says). By default the reported landmarks are
+smoothed by the One-Euro stabiliser (--nostabilise for the raw ones) and the detector checks
+every 10th frame and every scene cut that a face is still being tracked (--verify_every=0:
+never). Without --checkpoint the shipped model is used.
 """
 
 import json
@@ -19,7 +23,8 @@ from absl import app, flags
 from data_pipelines.pts import DataError
 from rednet_jax import cli
 from rednet_jax.inference import DEFAULT_MIN_CONFIDENCE, Tracker
-from rednet_jax.video_tracking import track_video
+from rednet_jax.stabiliser import OneEuroFilter
+from rednet_jax.video_tracking import track_video, video_info
 
 _VIDEO = flags.DEFINE_multi_string("video", None, "Video file(s) to track.", required=True)
 _LOAD_MODEL = cli.define_model_flags()
@@ -28,6 +33,11 @@ _OUT = flags.DEFINE_string("out", None, "Output folder (one subfolder per video 
 _MIN_CONFIDENCE = flags.DEFINE_float("min_confidence", DEFAULT_MIN_CONFIDENCE,
                                      "Re-detect the face below this confidence.")
 _MAX_FRAMES = flags.DEFINE_integer("max_frames", 0, "Stop after this many frames (0: all).")
+_STABILISE = flags.DEFINE_bool("stabilise", True, "Smooth the reported landmarks with the "
+                               "One-Euro filter (--nostabilise: the model's raw points).")
+_VERIFY_EVERY = flags.DEFINE_integer("verify_every", 10, "Check with the detector every N "
+                                     "frames, and at scene cuts, that the tracked face is still "
+                                     "there (0: never).")
 
 
 def main(argv):
@@ -39,14 +49,19 @@ def main(argv):
     out = _OUT.value
     if len(_VIDEO.value) > 1:
       out = f"{out}/{video.rsplit('/', 1)[-1].rsplit('.', 1)[0]}"
-    tracker = Tracker(model, min_confidence=_MIN_CONFIDENCE.value)
+    stabiliser = (OneEuroFilter(fps=video_info(video)["fps"]) if _STABILISE.value else None)
+    tracker = Tracker(model, min_confidence=_MIN_CONFIDENCE.value, stabiliser=stabiliser,
+                      verify_every=_VERIFY_EVERY.value)
     try:
       result = track_video(video, tracker, out, _MAX_FRAMES.value)
     except DataError as e:
       print(f"error: {e}", file=sys.stderr)
       failed += 1
       continue
-    print(json.dumps(result.summary()))
+    summary = result.summary()
+    for warning in summary["warnings"]:
+      print(f"warning: {warning}", file=sys.stderr)
+    print(json.dumps(summary))
   if failed:
     print(f"{failed} of {len(_VIDEO.value)} videos could not be tracked", file=sys.stderr)
     sys.exit(1)

@@ -246,6 +246,16 @@ class TrackerCounts:
   detections: int = 0          # detector runs that found a face
   lost: int = 0                # tracked frames whose confidence fell below the threshold
   no_face: int = 0             # frames returned without landmarks
+  verifications: int = 0       # checks of a tracked face by the detector (verify_every)
+  verification_failed: int = 0  # ... that found no face where the tracker was
+  scene_cuts: int = 0          # frames that differed from the one before like a cut
+
+
+# Face presence (`Tracker(verify_every=...)`): the detector looks for a face around the tracked
+# one every N frames and at every scene cut; a track without one there is dropped. A scene cut
+# is a mean absolute difference above this (grey levels, 0-255) between 32 x 24 thumbnails of
+# consecutive frames. Measured with benchmarks/face_presence.py (see docs/face_presence.md).
+SCENE_CUT_THRESHOLD = 20.0
 
 
 class Tracker:
@@ -258,25 +268,57 @@ class Tracker:
   The first frame's face comes from the detector (or `update(frame, face=...)`); every later
   frame is cropped around the previous frame's landmarks, which are also its z_0, and the
   LSTM carry goes from frame to frame. When the confidence drops below `min_confidence` the
-  tracker runs the detector on that frame and restarts from its box (fresh carry). `points` is
-  (L, 2) float32 in 0-based frame pixels, or None when no face was found."""
+  tracker runs the detector on that frame and restarts from its box (fresh carry). With
+  `verify_every` = N > 0 the detector also checks every N-th frame, and every frame that looks
+  like a scene cut, that a face is still where the tracker is; if not, the track is dropped and
+  the whole frame searched (no face found: None). `stabiliser` smooths the reported points.
+  `points` is (L, 2) float32 in 0-based frame pixels, or None when no face was found."""
 
   def __init__(self, model: LandmarkModel | None = None, detector: FaceDetector | None = None,
                min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-               stabiliser: OneEuroFilter | None = None):
+               stabiliser: OneEuroFilter | None = None, verify_every: int = 0,
+               scene_cut_threshold: float = SCENE_CUT_THRESHOLD):
     self.model = model or load_model()
     self.detector = detector or FaceDetector()
     self.min_confidence = min_confidence
     # Smooths what update() returns; crops and z_0 follow the raw prediction (`raw_points`).
     self.stabiliser = stabiliser
+    # 0: never check the tracked face (the papers' tracking protocol).
+    self.verify_every, self.scene_cut_threshold = verify_every, scene_cut_threshold
     self.counts = TrackerCounts()
+    self._thumbnail = None
     self.reset()
 
   def reset(self) -> None:
     """Forgets the face: the next frame starts from a detection."""
-    self._points, self._carry = None, None
+    self._points, self._carry, self._since_verified = None, None, 0
     if self.stabiliser is not None:
       self.stabiliser.reset()
+
+  def _scene_cut(self, frame: np.ndarray) -> bool:
+    grey = cv2.cvtColor(np.asarray(frame), cv2.COLOR_RGB2GRAY)
+    thumbnail = cv2.resize(grey, (32, 24), interpolation=cv2.INTER_AREA).astype(np.float32)
+    previous, self._thumbnail = self._thumbnail, thumbnail
+    cut = previous is not None and float(np.abs(thumbnail - previous).mean()) > \
+        self.scene_cut_threshold
+    self.counts.scene_cuts += cut
+    return cut
+
+  def _face_near(self, frame: np.ndarray, points: np.ndarray) -> bool:
+    """Whether the detector finds a face of about the tracked size around the tracked one
+    (searched in a window of 2.5 face extents, so it costs a fraction of a full detection)."""
+    centre, extent = face_box(points, 1.0)
+    h, w = frame.shape[:2]
+    half = 1.25 * extent
+    x0, y0 = int(max(0, centre[0] - half)), int(max(0, centre[1] - half))
+    x1, y1 = int(min(w, centre[0] + half)), int(min(h, centre[1] + half))
+    if x1 - x0 < 24 or y1 - y0 < 24:
+      return False
+    for face in self.detector.detect(frame[y0:y1, x0:x1]):
+      offset = np.linalg.norm(face.centre + (x0, y0) - centre)
+      if offset < 0.5 * extent and 0.5 < face.side / extent < 2.0:
+        return True
+    return False
 
   @property
   def raw_points(self) -> np.ndarray | None:
@@ -300,6 +342,15 @@ class Tracker:
   def update(self, frame: np.ndarray, face: Face | None = None
              ) -> tuple[np.ndarray | None, float]:
     self.counts.frames += 1
+    cut = self._scene_cut(frame) if self.verify_every else False
+    if face is None and self._points is not None and self.verify_every:
+      self._since_verified += 1
+      if cut or self._since_verified >= self.verify_every:
+        self._since_verified = 0
+        self.counts.verifications += 1
+        if not self._face_near(frame, self._points):
+          self.counts.verification_failed += 1
+          self.reset()                          # look for a face anywhere in this frame
     if face is None and self._points is not None:
       centre, extent = face_box(self._points, 1.0)
       points, confidence, carry = self._run(frame, centre, extent, self._points, self._carry)
@@ -341,7 +392,7 @@ def predict_folder(model: LandmarkModel, folder: str, detector: FaceDetector | N
   training crop rule, see the module docstring); others with the detector's largest face. Bad
   input is reported through `report` (naming the file) and counted; the run goes on. The
   progress bar counts images predicted (or given up on), not images loaded."""
-  from data_pipelines.image_folders import IMAGE_EXTENSIONS  # pylint: disable=g-import-not-at-top
+  from data_pipelines.image_folders import IMAGE_EXTENSIONS, load_image_rgb  # pylint: disable=g-import-not-at-top
   from data_pipelines.pts import DataError, read_pts  # pylint: disable=g-import-not-at-top
   import tqdm  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(folder):
@@ -370,17 +421,18 @@ def predict_folder(model: LandmarkModel, folder: str, detector: FaceDetector | N
 
   for name in paths:
     path = os.path.join(folder, name)
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-      report(f"{path}: cannot be read as an image; null in the output")
+    try:
+      image = load_image_rgb(path)        # a truncated JPEG is unreadable, not "no face"
+    except DataError as e:
+      report(f"{e}; null in the output")
       counts.unreadable += 1
       done(name, None)
       continue
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     pts_path = os.path.splitext(path)[0] + ".pts"
     if os.path.exists(pts_path):
       try:
-        box = face_box(read_pts(pts_path), 1.0)
+        # The model's own point count: a 67-point file is a broken annotation, not a box.
+        box = face_box(read_pts(pts_path, model.num_landmarks), 1.0)
       except (DataError, ValueError) as e:
         report(f"{pts_path}: {e}; null in the output")
         counts.bad_pts += 1

@@ -57,32 +57,46 @@ class TrackResult:
   frames_in_header: int
   counts: dict                 # the tracker's detector runs and re-detections
   detector_frames: list = dataclasses.field(default_factory=list)  # where a detection was used
+  max_frames: int = 0          # the run stopped after this many frames (0: the whole video)
+  raw_points: list | None = None  # with a stabiliser: the model's own points per frame
 
   def runs(self, min_length: int = 3) -> list[tuple[int, np.ndarray]]:
-    """Runs of consecutive frames with landmarks: (first frame, (T >= min_length, L, 2))."""
+    """Continuous tracks: runs of consecutive frames with landmarks, a new run at every
+    detection (a restart may jump to another face); (first frame, (T >= min_length, L, 2))."""
     runs, current, start = [], [], 0
+    starts = set(self.detector_frames)
     for i, p in enumerate(self.points + [None]):
-      if p is None:
+      if p is None or i in starts:
         if len(current) >= min_length:
           runs.append((start, np.stack(current)))
-        current, start = [], i + 1
+        current, start = ([], i + 1) if p is None else ([p], i)
       else:
         current.append(p)
     return runs
 
   def summary(self) -> dict:
     tracked = sum(p is not None for p in self.points)
+    warnings = []
+    if self.frames_in_header > len(self.points) and not self.max_frames:
+      warnings.append(f"{self.video}: the header says {self.frames_in_header} frames, "
+                      f"{len(self.points)} decoded (truncated or damaged file)")
     out = {"video": self.video, "frames": len(self.points), "frames_in_header":
            self.frames_in_header, "frames_with_face": tracked,
            "frames_without_face": len(self.points) - tracked,
            "detector_runs": self.counts["detections"], "lost": self.counts["lost"],
-           "detector_frames": self.detector_frames,
+           "verifications": self.counts["verifications"],
+           "verification_failed": self.counts["verification_failed"],
+           "scene_cuts": self.counts["scene_cuts"],
+           "detector_frames": self.detector_frames, "warnings": warnings,
            # Frame 0 includes compiling the model and the first detection.
            "first_frame_seconds": float(self.seconds[0]),
            "fps": (len(self.points) - 1) / max(float(self.seconds[1:].sum()), 1e-9)}
     runs = [run for _, run in self.runs()]
     if runs:
       out.update(metrics.jitter(runs))
+    if runs and self.raw_points is not None:
+      raw = dataclasses.replace(self, points=self.raw_points, raw_points=None)
+      out.update({f"raw_{k}": v for k, v in metrics.jitter([r for _, r in raw.runs()]).items()})
     return out
 
 
@@ -93,6 +107,7 @@ def track_video(path: str, tracker: Tracker, out_dir: str | None = None, max_fra
   `overlay.mp4`, `jitter.png` and `summary.json`."""
   info = video_info(path)
   points, confidence, seconds, writer, detector_frames = [], [], [], None, []
+  raw_points = [] if tracker.stabiliser is not None else None
   if out_dir:
     os.makedirs(os.path.join(out_dir, "annot"), exist_ok=True)
   for index, frame in enumerate(video_frames(path, max_frames)):
@@ -104,6 +119,8 @@ def track_video(path: str, tracker: Tracker, out_dir: str | None = None, max_fra
       detector_frames.append(index)
     points.append(p)
     confidence.append(c)
+    if raw_points is not None:
+      raw_points.append(None if p is None else tracker.raw_points)
     if out_dir:
       if p is not None:
         write_pts(os.path.join(out_dir, "annot", f"{index + 1:06d}.pts"), p)
@@ -116,7 +133,7 @@ def track_video(path: str, tracker: Tracker, out_dir: str | None = None, max_fra
     raise DataError(f"{path}: the video has no decodable frame")
   result = TrackResult(path, points, np.asarray(confidence, np.float32), np.asarray(seconds),
                        info["frames_in_header"], dataclasses.asdict(tracker.counts),
-                       detector_frames)
+                       detector_frames, max_frames, raw_points)
   if out_dir:
     with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
       json.dump(result.summary(), f, indent=1)

@@ -197,6 +197,12 @@ def _messy_folder(root):
   with open(os.path.join(root, "bad_pts.pts"), "w") as f:
     f.write("version: 1\nn_points: 68\n{\n1 2\n}\n")
   cv2.imwrite(os.path.join(root, "sub", "blank.png"), np.full((120, 120, 3), 90, np.uint8))
+  with open(VAL_FACES[2], "rb") as f:                    # decodes half grey: unreadable
+    data = f.read()
+  with open(os.path.join(root, "truncated.jpg"), "wb") as f:
+    f.write(data[:len(data) // 2])
+  shutil.copy(VAL_FACES[0], os.path.join(root, "short_pts.jpg"))
+  write_pts(os.path.join(root, "short_pts.pts"), _truth(VAL_FACES[0])[:67])
 
 
 def test_predict_folder_boxes_from_pts_or_detector_and_reports_bad_input(shipped, tmp_path):
@@ -204,13 +210,16 @@ def test_predict_folder_boxes_from_pts_or_detector_and_reports_bad_input(shipped
   messages = []
   results, counts = predict_folder(shipped, str(tmp_path), batch_size=4, progress=False,
                                    report=messages.append)
-  assert sorted(results) == ["bad_pts.jpg", "broken.jpg", "sub/blank.png", "sub/detected.jpg",
-                             "with_pts.jpg"]
+  assert sorted(results) == ["bad_pts.jpg", "broken.jpg", "short_pts.jpg", "sub/blank.png",
+                             "sub/detected.jpg", "truncated.jpg", "with_pts.jpg"]
   assert results["broken.jpg"] is None and results["bad_pts.jpg"] is None
-  assert results["sub/blank.png"] is None
+  assert results["sub/blank.png"] is None and results["truncated.jpg"] is None
+  assert results["short_pts.jpg"] is None
   assert (counts.images, counts.from_pts, counts.from_detector, counts.unreadable,
-          counts.bad_pts, counts.no_face) == (5, 1, 1, 1, 1, 1)
+          counts.bad_pts, counts.no_face) == (7, 1, 1, 2, 2, 1)
   assert any("broken.jpg" in m for m in messages) and any("bad_pts.pts" in m for m in messages)
+  assert any("truncated.jpg: truncated JPEG" in m for m in messages)
+  assert any("short_pts.pts" in m and "67 points" in m for m in messages)
   assert any("blank.png" in m for m in messages)
   for name, source in (("with_pts.jpg", VAL_FACES[0]), ("sub/detected.jpg", VAL_FACES[2])):
     points = np.asarray(results[name]["pts"])
@@ -234,8 +243,8 @@ def test_predict_cli_writes_the_json_layout(tmp_path):
     written = json.load(f)
   assert len(written["with_pts.jpg"]["pts"]) == 68 and written["broken.jpg"] is None
   assert 0 < written["with_pts.jpg"]["confidence"] <= 1
-  assert "broken.jpg: cannot be read" in proc.stderr
-  assert json.loads(proc.stdout.strip().splitlines()[-1])["unreadable"] == 1
+  assert "broken.jpg: cannot decode image" in proc.stderr
+  assert json.loads(proc.stdout.strip().splitlines()[-1])["unreadable"] == 2
 
 
 def test_track_cli_writes_300vw_pts_overlay_and_jitter(tmp_path):
@@ -293,3 +302,46 @@ def test_data_sources_of_the_protocols(tiny_model_dir, tmp_path):
   assert result.points[0].shape == (7, 2) and len(result.points) == 4
   assert set(protocols.tables(result, protocols.SUBSET_ORDER)) == {"15-30", "30-45", "45-90",
                                                                    "all"}
+
+
+def test_tracker_with_verification_drops_a_face_that_is_gone_and_smooths_its_output(shipped):
+  """verify_every: the detector confirms the tracked face every N frames and at scene cuts;
+  where the face has gone (a cut to an empty scene) the tracker reports no face instead of
+  landmarks on the background. The stabiliser changes what is reported, not what is tracked."""
+  from rednet_jax.stabiliser import OneEuroFilter
+  frames, _ = _moving_frames(VAL_FACES[0], steps=6)
+  empty = np.full_like(frames[0], 70)
+  # Confidence-based re-detection off in both, to see what verification alone does.
+  plain = Tracker(shipped, min_confidence=0.0)
+  verified = Tracker(shipped, min_confidence=0.0, verify_every=2,
+                     stabiliser=OneEuroFilter(fps=25))
+  for t, frame in enumerate(frames + [empty] * 3):
+    p_plain, _ = plain.update(frame)
+    p_verified, _ = verified.update(frame)
+    if t < len(frames):
+      assert p_verified is not None
+      np.testing.assert_allclose(verified.raw_points, p_plain, atol=1e-3)   # same tracking
+      if t == 0:
+        np.testing.assert_allclose(p_verified, p_plain, atol=1e-3)         # filter starts here
+  assert p_plain is not None                    # without verification: landmarks on nothing
+  assert p_verified is None and verified.counts.scene_cuts == 1
+  assert verified.counts.verification_failed == 1 and verified.counts.verifications >= 3
+  assert verified.counts.no_face == 3
+
+
+def test_track_summary_warns_about_a_video_shorter_than_its_header(shipped, tmp_path):
+  from rednet_jax.video_tracking import track_video
+  frames, _ = _moving_frames(VAL_FACES[0], steps=12)
+  path = str(tmp_path / "cut.avi")
+  h, w = frames[0].shape[:2]
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 25, (w, h))
+  for f in frames:
+    writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+  writer.release()
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:len(data) * 6 // 10])
+  summary = track_video(path, Tracker(shipped)).summary()
+  assert summary["frames_in_header"] == 12 and summary["frames"] < 12
+  assert summary["warnings"] and "header says 12 frames" in summary["warnings"][0]
