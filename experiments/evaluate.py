@@ -123,6 +123,9 @@ def main(argv):
         {"raw": protocols.error_over_frames(result),
          "stabilised": protocols.error_over_frames(smooth)},
         os.path.join(_OUT.value, "error_over_frames.png"), _KIND.value)
+  if is_video and "frames_per_second" in rows["all"]:
+    text += (f"\n\nTracking speed: {rows['all']['frames_per_second']:.1f} frames/s "
+             "(Tracker.update after each video's first frame; decoding excluded).")
   if result.bad_samples:
     text += f"\n\n{len(result.bad_samples)} bad sample(s) skipped (listed in results.json)."
   with open(os.path.join(_OUT.value, "results.json"), "w", encoding="utf-8") as f:

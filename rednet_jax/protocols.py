@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -54,6 +55,8 @@ class Evaluated:
   full_points: list = dataclasses.field(default_factory=list)  # videos: (L_model, 2) per frame
   track: list = dataclasses.field(default_factory=list)        # videos: track id per frame
   bad_samples: list = dataclasses.field(default_factory=list)  # skipped input, with the reason
+  seconds: list = dataclasses.field(default_factory=list)      # videos: Tracker.update time of
+                                                               # each frame after a video's first
 
   def add(self, points, landmarks, subsets: Sequence[str], full_points=None,
           track: int = -1) -> None:
@@ -177,7 +180,10 @@ def evaluate_videos(model: LandmarkModel,
       if not carry_state:
         tracker.forget_carry()
       detections = tracker.counts.detections
+      started = time.perf_counter()
       points, _ = tracker.update(frame, face=start)
+      if t > 0:
+        result.seconds.append(time.perf_counter() - started)
       if points is None:
         result.miss(subsets)
         track += 1
@@ -211,6 +217,8 @@ def tables(result: Evaluated, order: Sequence[str] = ()) -> dict[str, dict[str, 
     if points.shape[1] == 68:
       row.update(metrics.group_errors(points[mask], landmarks[mask], "io"))
     row.update(_jitter_row(result, mask))
+    if name == "all" and result.seconds:
+      row["frames_per_second"] = len(result.seconds) / sum(result.seconds)
     row["missed"] = sum(result.missed.values()) if name == "all" else result.missed.get(name, 0)
     row["bad_samples"] = len(result.bad_samples)
     out[name] = row
