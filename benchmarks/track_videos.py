@@ -13,8 +13,8 @@ Jitter is the mean over frames of |p(t+1) - 2 p(t) + p(t-1)| averaged over the 6
 of the predicted outer-eye-corner distance, within continuous tracks only (a detection starts a
 new one).
 
-Labels (JSON): {"<video file name>": {"face_frames": [[first, last], ...], "note": "..."}}:
-frame ranges (inclusive) in which the face to track is visible (the shots of the speaker).
+Labels (JSON): {"<video file name>": {"segments": [[first, last, "what the frames show"], ...]}}
+(frame ranges inclusive); the table gives, per segment, the frames reported with a face.
 """
 
 from __future__ import annotations
@@ -35,19 +35,18 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Exported model (default: 
 _VERIFY_EVERY = flags.DEFINE_integer("verify_every", 10, "Tracker.verify_every (0: never).")
 _MIN_CONFIDENCE = flags.DEFINE_float("min_confidence", DEFAULT_MIN_CONFIDENCE,
                                      "Tracker.min_confidence.")
+_PRESENCE = flags.DEFINE_float("presence_threshold", None, "Tracker.presence_threshold "
+                               "(default: the model's).")
 _LABELS = flags.DEFINE_string("labels", None, "JSON of frame ranges with the face (see above).")
 
 
-def presence(result, ranges) -> dict[str, float]:
-  """Per-frame agreement of 'face reported' with the labelled face frames."""
-  truth = np.zeros(len(result.points), bool)
-  for first, last in ranges:
-    truth[first:last + 1] = True
-  reported = np.array([p is not None for p in result.points])
-  return {"face_frames": int(truth.sum()),
-          "recall": float((reported & truth).sum() / max(truth.sum(), 1)),
-          "false_face_frames": int((reported & ~truth).sum()),
-          "no_face_frames": int((~truth).sum())}
+def presence(result, segments) -> str:
+  """Share of each labelled segment's frames reported with a face."""
+  parts = []
+  for first, last, content in segments:
+    reported = sum(p is not None for p in result.points[first:last + 1])
+    parts.append(f"{content}: {reported}/{min(last, len(result.points) - 1) - first + 1}")
+  return "; ".join(parts)
 
 
 def main(argv):
@@ -60,17 +59,20 @@ def main(argv):
   paths = sorted(glob.glob(os.path.expanduser(_VIDEOS.value)))
   if not paths:
     raise SystemExit(f"--videos={_VIDEOS.value}: no files")
+  presence_threshold = (model.presence_threshold if _PRESENCE.value is None
+                        else _PRESENCE.value)
   print(f"model: {model.path}; verify_every={_VERIFY_EVERY.value}, "
-        f"min_confidence={_MIN_CONFIDENCE.value}\n")
+        f"min_confidence={_MIN_CONFIDENCE.value}, presence_threshold={presence_threshold}\n")
   print("| video | frames (header) | with face | detector runs | scene cuts | frames/s | "
-        "jitter raw mean / p95 | jitter stabilised mean / p95 | presence |")
+        "jitter raw mean / p95 | jitter stabilised mean / p95 | frames with a face, per segment |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for path in paths:
     runs = {}
     for stabilised in (False, True):
       stabiliser = OneEuroFilter(fps=video_info(path)["fps"]) if stabilised else None
       tracker = Tracker(model, min_confidence=_MIN_CONFIDENCE.value, stabiliser=stabiliser,
-                        verify_every=_VERIFY_EVERY.value)
+                        verify_every=_VERIFY_EVERY.value,
+                        presence_threshold=_PRESENCE.value)
       result = track_video(path, tracker)
       runs[stabilised] = (result, result.summary())
     raw, smooth = runs[False][1], runs[True][1]
@@ -79,9 +81,7 @@ def main(argv):
     label = labels.get(name)
     present = ""
     if label:
-      p = presence(runs[False][0], label["face_frames"])
-      present = (f"face frames reported {100 * p['recall']:.0f} % of {p['face_frames']}; "
-                 f"face reported on {p['false_face_frames']} of {p['no_face_frames']} other")
+      present = presence(runs[False][0], label["segments"])
     jitter = lambda s: (f"{s['jitter_io_mean']:.2f} / {s['jitter_io_p95']:.2f}"
                         if "jitter_io_mean" in s else "-")
     print(f"| {name} | {raw['frames']} ({raw['frames_in_header']}) | {raw['frames_with_face']} | "

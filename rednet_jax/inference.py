@@ -187,6 +187,9 @@ class LandmarkModel:
     self.mean_shape = np.asarray(description["mean_shape"], np.float32)
     self.num_landmarks = self.mean_shape.shape[0]
     self.uses_temporal = bool(fields.get("use_temporal"))
+    # Tracker.face_score below this: no face (benchmarks/face_presence.py writes it).
+    self.presence_threshold = float(description.get("presence_threshold",
+                                                    DEFAULT_PRESENCE_THRESHOLD))
 
     def apply(variables, crops, init_points, carry):
       out = self.module.apply(variables, normalise_images(crops)[:, None], init_points[:, None],
@@ -251,11 +254,14 @@ class TrackerCounts:
   scene_cuts: int = 0          # frames that differed from the one before like a cut
 
 
-# Face presence (`Tracker(verify_every=...)`): the detector looks for a face around the tracked
-# one every N frames and at every scene cut; a track without one there is dropped. A scene cut
-# is a mean absolute difference above this (grey levels, 0-255) between 32 x 24 thumbnails of
-# consecutive frames. Measured with benchmarks/face_presence.py (see docs/face_presence.md).
+# Face presence (`Tracker(verify_every=...)`): every N frames and at every scene cut the tracked
+# box is scored from the mean shape (`Tracker.face_score`); below the model's presence
+# threshold the track is dropped. A scene cut is a mean absolute difference above this (grey
+# levels, 0-255) between 32 x 24 thumbnails of consecutive frames (docs/protocols.md).
 SCENE_CUT_THRESHOLD = 20.0
+# Presence threshold of models whose model.json does not give one (calibrated on the first
+# shipped model with benchmarks/face_presence.py).
+DEFAULT_PRESENCE_THRESHOLD = 0.5
 
 
 class Tracker:
@@ -269,14 +275,16 @@ class Tracker:
   frame is cropped around the previous frame's landmarks, which are also its z_0, and the
   LSTM carry goes from frame to frame. When the confidence drops below `min_confidence` the
   tracker runs the detector on that frame and restarts from its box (fresh carry). With
-  `verify_every` = N > 0 the detector also checks every N-th frame, and every frame that looks
-  like a scene cut, that a face is still where the tracker is; if not, the track is dropped and
-  the whole frame searched (no face found: None). `stabiliser` smooths the reported points.
+  `verify_every` = N > 0, every N-th frame and every frame that looks like a scene cut, the
+  tracked box is re-scored from the mean shape (`face_score`); below `presence_threshold` the
+  track is dropped and the whole frame searched, and only detections that score as a face
+  start a track (none: None). `stabiliser` smooths the reported points.
   `points` is (L, 2) float32 in 0-based frame pixels, or None when no face was found."""
 
   def __init__(self, model: LandmarkModel | None = None, detector: FaceDetector | None = None,
                min_confidence: float = DEFAULT_MIN_CONFIDENCE,
                stabiliser: OneEuroFilter | None = None, verify_every: int = 0,
+               presence_threshold: float | None = None,
                scene_cut_threshold: float = SCENE_CUT_THRESHOLD):
     self.model = model or load_model()
     self.detector = detector or FaceDetector()
@@ -285,6 +293,8 @@ class Tracker:
     self.stabiliser = stabiliser
     # 0: never check the tracked face (the papers' tracking protocol).
     self.verify_every, self.scene_cut_threshold = verify_every, scene_cut_threshold
+    self.presence_threshold = (self.model.presence_threshold if presence_threshold is None
+                               else presence_threshold)
     self.counts = TrackerCounts()
     self._thumbnail = None
     self.reset()
@@ -304,21 +314,13 @@ class Tracker:
     self.counts.scene_cuts += cut
     return cut
 
-  def _face_near(self, frame: np.ndarray, points: np.ndarray) -> bool:
-    """Whether the detector finds a face of about the tracked size around the tracked one
-    (searched in a window of 2.5 face extents, so it costs a fraction of a full detection)."""
-    centre, extent = face_box(points, 1.0)
-    h, w = frame.shape[:2]
-    half = 1.25 * extent
-    x0, y0 = int(max(0, centre[0] - half)), int(max(0, centre[1] - half))
-    x1, y1 = int(min(w, centre[0] + half)), int(min(h, centre[1] + half))
-    if x1 - x0 < 24 or y1 - y0 < 24:
-      return False
-    for face in self.detector.detect(frame[y0:y1, x0:x1]):
-      offset = np.linalg.norm(face.centre + (x0, y0) - centre)
-      if offset < 0.5 * extent and 0.5 < face.side / extent < 2.0:
-        return True
-    return False
+  def face_score(self, frame: np.ndarray, centre: np.ndarray, extent: float) -> float:
+    """Face-presence score of a face box: the model's confidence on it from the mean shape with
+    a fresh LSTM state. While tracking, z_0 is the previous shape, whose feedback primes a
+    face-like response even on background; from the mean shape, faces and non-faces separate
+    (benchmarks/face_presence.py)."""
+    crop, _ = self.model.crop(frame, centre, extent)
+    return float(self.model.run_crops(crop[None])["confidence"][0])
 
   @property
   def raw_points(self) -> np.ndarray | None:
@@ -348,7 +350,7 @@ class Tracker:
       if cut or self._since_verified >= self.verify_every:
         self._since_verified = 0
         self.counts.verifications += 1
-        if not self._face_near(frame, self._points):
+        if self.face_score(frame, *face_box(self._points, 1.0)) < self.presence_threshold:
           self.counts.verification_failed += 1
           self.reset()                          # look for a face anywhere in this frame
     if face is None and self._points is not None:
@@ -359,14 +361,19 @@ class Tracker:
         return self._report(points), confidence
       self.counts.lost += 1
     if face is None:
-      faces = self.detector.detect(frame)
-      if not faces:
+      # With presence checks on, a detection counts only if the model scores it as a face (the
+      # cascade also fires on hair and dark background); largest face first.
+      for candidate in self.detector.detect(frame):
+        points, confidence, carry = self._run(frame, candidate.centre, candidate.side, None, None)
+        if not self.verify_every or confidence >= self.presence_threshold:
+          break
+      else:
         self.reset()
         self.counts.no_face += 1
         return None, 0.0
-      face = faces[0]
       self.counts.detections += 1
-    points, confidence, carry = self._run(frame, face.centre, face.side, None, None)
+    else:
+      points, confidence, carry = self._run(frame, face.centre, face.side, None, None)
     self._points, self._carry = points, carry
     if self.stabiliser is not None:
       self.stabiliser.reset()                 # a new track: no smoothing across the jump
