@@ -102,7 +102,7 @@ def test_the_first_block_runs_as_written_at_tiny_size(tmp_path):
 
 def test_the_dataset_commands_build_valid_configs():
   commands = bash_blocks()[1]
-  assert len(commands) == 5
+  assert len(commands) == 7
   for command in commands:
     argv = shlex.split(command)
     spec = next(a.split("=", 1)[1] for a in argv if a.startswith("--config="))
