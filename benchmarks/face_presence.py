@@ -1,7 +1,9 @@
 r"""Calibrates the tracker's face-presence threshold (`Tracker.face_score`: the model's
 confidence on a box from the mean shape, fresh LSTM state) and shows how it separates faces from
 non-faces. Prints percentiles per kind of box and the threshold that keeps --face_recall of the
-faces; --write stores it in the model's model.json (`presence_threshold`).
+faces; --write stores it in the model's model.json as `presence_threshold` (the Tracker's
+face-presence check) and `min_confidence` (below it a tracked face counts as lost and is
+re-detected).
 
   python benchmarks/face_presence.py --root=/path/to/300w --split=train --checkpoint=... \
     [--check_split=test] [--write]
@@ -77,10 +79,10 @@ def main(argv):
     path = os.path.join(model.path, MODEL_FILE)
     with open(path, encoding="utf-8") as f:
       description = json.load(f)
-    description["presence_threshold"] = round(threshold, 4)
+    description["presence_threshold"] = description["min_confidence"] = round(threshold, 4)
     with open(path, "w", encoding="utf-8") as f:
       json.dump(description, f, indent=1)
-    print(f"\nwrote presence_threshold {threshold:.4f} into {path}")
+    print(f"\nwrote presence_threshold = min_confidence = {threshold:.4f} into {path}")
 
 
 if __name__ == "__main__":

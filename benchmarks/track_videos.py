@@ -26,15 +26,15 @@ import os
 import numpy as np
 from absl import app, flags
 
-from rednet_jax.inference import DEFAULT_MIN_CONFIDENCE, Tracker, load_model
+from rednet_jax.inference import Tracker, load_model
 from rednet_jax.stabiliser import OneEuroFilter
 from rednet_jax.video_tracking import track_video, video_info
 
 _VIDEOS = flags.DEFINE_string("videos", None, "Glob of video files.", required=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Exported model (default: shipped).")
 _VERIFY_EVERY = flags.DEFINE_integer("verify_every", 10, "Tracker.verify_every (0: never).")
-_MIN_CONFIDENCE = flags.DEFINE_float("min_confidence", DEFAULT_MIN_CONFIDENCE,
-                                     "Tracker.min_confidence.")
+_MIN_CONFIDENCE = flags.DEFINE_float("min_confidence", None, "Re-detect the face below this "
+                                     "tracking confidence (default: the model's).")
 _PRESENCE = flags.DEFINE_float("presence_threshold", None, "Tracker.presence_threshold "
                                "(default: the model's).")
 _LABELS = flags.DEFINE_string("labels", None, "JSON of frame ranges with the face (see above).")
@@ -47,6 +47,11 @@ def presence(result, segments) -> str:
     reported = sum(p is not None for p in result.points[first:last + 1])
     parts.append(f"{content}: {reported}/{min(last, len(result.points) - 1) - first + 1}")
   return "; ".join(parts)
+
+
+def tracker_settings(model) -> tuple[float, float]:
+  return (model.min_confidence if _MIN_CONFIDENCE.value is None else _MIN_CONFIDENCE.value,
+          model.presence_threshold if _PRESENCE.value is None else _PRESENCE.value)
 
 
 def main(argv):
@@ -62,7 +67,7 @@ def main(argv):
   presence_threshold = (model.presence_threshold if _PRESENCE.value is None
                         else _PRESENCE.value)
   print(f"model: {model.path}; verify_every={_VERIFY_EVERY.value}, "
-        f"min_confidence={_MIN_CONFIDENCE.value}, presence_threshold={presence_threshold}\n")
+        f"min_confidence={tracker_settings(model)[0]}, presence_threshold={presence_threshold}\n")
   print("| video | frames (header) | with face | detector runs | scene cuts | frames/s | "
         "jitter raw mean / p95 | jitter stabilised mean / p95 | frames with a face, per segment |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

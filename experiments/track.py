@@ -22,7 +22,7 @@ from absl import app, flags
 
 from data_pipelines.pts import DataError
 from rednet_jax import cli
-from rednet_jax.inference import DEFAULT_MIN_CONFIDENCE, Tracker
+from rednet_jax.inference import Tracker
 from rednet_jax.stabiliser import OneEuroFilter
 from rednet_jax.video_tracking import track_video, video_info
 
@@ -30,8 +30,8 @@ _VIDEO = flags.DEFINE_multi_string("video", None, "Video file(s) to track.", req
 _LOAD_MODEL = cli.define_model_flags()
 _OUT = flags.DEFINE_string("out", None, "Output folder (one subfolder per video when several).",
                            required=True)
-_MIN_CONFIDENCE = flags.DEFINE_float("min_confidence", DEFAULT_MIN_CONFIDENCE,
-                                     "Re-detect the face below this confidence.")
+_MIN_CONFIDENCE = flags.DEFINE_float("min_confidence", None, "Re-detect the face below this "
+                                     "tracking confidence (default: the model's).")
 _MAX_FRAMES = flags.DEFINE_integer("max_frames", 0, "Stop after this many frames (0: all).")
 _STABILISE = flags.DEFINE_bool("stabilise", True, "Smooth the reported landmarks with the "
                                "One-Euro filter (--nostabilise: the model's raw points).")

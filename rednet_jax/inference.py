@@ -34,10 +34,12 @@ from rednet_jax.train_step import normalise_images
 
 MODEL_FILE, VARIABLES_DIR = "model.json", "variables"
 DEFAULT_MODEL_DIR = str(importlib.resources.files("rednet_jax") / "assets" / "ytf68_cpu")
-# Below this confidence a tracked face counts as lost and the detector looks again. Chosen on
-# the shipped model with benchmarks/tracker_confidence.py (ytf68 val, p5 / p50 / p95): faces
-# 0.61 / 0.73 / 0.78; the box moved a face width sideways 0.26 / 0.39 / 0.52; the face at a
-# third of the box 0.31 / 0.45 / 0.58; noise 0.33 / 0.43 / 0.53.
+# Below this confidence a tracked face counts as lost and the detector looks again, for models
+# whose model.json gives no `min_confidence`. Chosen on the first shipped model (ytf68_cpu)
+# from its mean-shape predictions (ytf68 val, p5 / p50 / p95; benchmarks/face_presence.py now
+# measures this): faces 0.61 / 0.73 / 0.78; the box moved a face width sideways
+# 0.26 / 0.39 / 0.52; the face at a third of the box 0.31 / 0.45 / 0.58; noise 0.33 / 0.43 /
+# 0.53.
 DEFAULT_MIN_CONFIDENCE = 0.5
 
 
@@ -187,6 +189,8 @@ class LandmarkModel:
     self.mean_shape = np.asarray(description["mean_shape"], np.float32)
     self.num_landmarks = self.mean_shape.shape[0]
     self.uses_temporal = bool(fields.get("use_temporal"))
+    # Tracking confidence below this: the Tracker re-detects (benchmarks/face_presence.py).
+    self.min_confidence = float(description.get("min_confidence", DEFAULT_MIN_CONFIDENCE))
     # Tracker.face_score below this: no face (benchmarks/face_presence.py writes it).
     self.presence_threshold = float(description.get("presence_threshold",
                                                     DEFAULT_PRESENCE_THRESHOLD))
@@ -282,13 +286,14 @@ class Tracker:
   `points` is (L, 2) float32 in 0-based frame pixels, or None when no face was found."""
 
   def __init__(self, model: LandmarkModel | None = None, detector: FaceDetector | None = None,
-               min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+               min_confidence: float | None = None,
                stabiliser: OneEuroFilter | None = None, verify_every: int = 0,
                presence_threshold: float | None = None,
                scene_cut_threshold: float = SCENE_CUT_THRESHOLD):
     self.model = model or load_model()
     self.detector = detector or FaceDetector()
-    self.min_confidence = min_confidence
+    # None: the model's own (model.json `min_confidence`, else DEFAULT_MIN_CONFIDENCE).
+    self.min_confidence = self.model.min_confidence if min_confidence is None else min_confidence
     # Smooths what update() returns; crops and z_0 follow the raw prediction (`raw_points`).
     self.stabiliser = stabiliser
     # 0: never check the tracked face (the papers' tracking protocol).
