@@ -11,6 +11,8 @@ r"""Trains a curriculum stage (or the whole curriculum) from a config.
   identity_stage[:cpu]  stage 2, from image
   video_stage[:cpu]     stage 3 on 300-VW, from identity
   ytf68                 real faces at CPU size: image stage, then video stage on clips of stills
+  faces300w             300-W's human-labelled faces at CPU size, the same two stages (the
+                        shipped model's recipe)
 `--config.a.b=v` overrides a field (on a curriculum, `--config.model.x=v` sets it in every
 stage and `--config.video.model.x=v` in one). Re-running the same command resumes an
 interrupted run and reuses finished stages, if their recorded config matches; --restart starts
