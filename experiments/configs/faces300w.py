@@ -53,7 +53,7 @@ def get_config(arg: str = ""):
   c.image.data.kind = "image_folder"
   c.image.data.batch_size = 16
   c.image.data.samples_per_image = 4           # augmented samples per face per epoch
-  c.image.num_epochs = 6
+  c.image.num_epochs = 4
   c.image.optimizer.update(learning_rate=0.002, decay_every_epochs=1, decay_rate=0.6)
   c.image.eval_every_steps = 418               # once per epoch (418 steps)
   c.image.checkpoint_every_steps = 209
