@@ -13,7 +13,7 @@ trained: the box of those points, made square on its larger side, centred on the
 1.3 (the model's box_scale). Other images use OpenCV's Haar face detector (its largest face),
 calibrated to the same rule (rednet_jax/detection.py). Problems (unreadable image, malformed
 .pts, no face) are reported naming the file; the run goes on and the summary counts them.
-Without --checkpoint the model shipped in `rednet_jax/assets/ytf68_cpu` is used.
+Without --checkpoint the model shipped in `rednet_jax/assets/faces300w_cpu` is used.
 """
 
 import dataclasses

@@ -4,7 +4,7 @@ and the streaming `Tracker`.
 An exported model is a folder with `model.json` (the model's config fields, crop size, crop
 rule, mean shape, and what it was trained on) and `variables/` (an Orbax checkpoint of params
 and BatchNorm statistics only, no optimiser state). `load_model()` without a path loads the
-checkpoint shipped with the package (`rednet_jax/assets/ytf68_cpu`, see its MODEL_CARD.md).
+checkpoint shipped with the package (`rednet_jax/assets/faces300w_cpu`, see its MODEL_CARD.md).
 
 Crop rule (as in training, `data_pipelines.face_crops`): a square of side `box_scale` x the
 face's extent (the larger side of the landmarks' box), centred on that box, resized to
@@ -33,7 +33,7 @@ from rednet_jax.stabiliser import OneEuroFilter
 from rednet_jax.train_step import normalise_images
 
 MODEL_FILE, VARIABLES_DIR = "model.json", "variables"
-DEFAULT_MODEL_DIR = str(importlib.resources.files("rednet_jax") / "assets" / "ytf68_cpu")
+DEFAULT_MODEL_DIR = str(importlib.resources.files("rednet_jax") / "assets" / "faces300w_cpu")
 # Below this confidence a tracked face counts as lost and the detector looks again, for models
 # whose model.json gives no `min_confidence`. Chosen on the first shipped model (ytf68_cpu)
 # from its mean-shape predictions (ytf68 val, p5 / p50 / p95; benchmarks/face_presence.py now

@@ -12,8 +12,10 @@ Command:
   python experiments/run.py --config=faces300w --workdir=/tmp/faces300w \
     --config.data_root=/path/to/300w
 Hardware: 2 CPU cores.
-Expected time and result: see the model card of the shipped model
-(`rednet_jax/assets/faces300w_cpu/MODEL_CARD.md`) once it is trained; `<workdir>/summary.md`.
+Expected time: image stage 60-72 min (0.39-0.48 steps/s), video stage 19 min (0.13-0.15
+steps/s), about 95 min wall with evaluations. Expected result: 300-W common NME io 5.5 % after
+the image stage, 5.1 % for the video stage on clips made from the common stills; the model card
+of the shipped model (`rednet_jax/assets/faces300w_cpu/MODEL_CARD.md`) has Talking Face.
 
 Not the paper's settings (those are image_stage.py / video_stage.py): a quarter-width VGG-16 at
 96 px with K = 2, trained from scratch (no ImageNet weights here), Adam annealed per epoch,

@@ -1,6 +1,6 @@
 r"""Real faces at CPU size: the image stage on the ytf68 stills, then the video stage on clips made
-from the same stills. This is how the shipped checkpoint (`rednet_jax/assets/ytf68_cpu/`) was
-trained; see its MODEL_CARD.md.
+from the same stills. This is how the first shipped checkpoint (`ytf68_cpu`, replaced by
+`rednet_jax/assets/faces300w_cpu`; in the git history with its model card) was trained.
 
 Data: the ytf68 layout (`images/<identity>/<identity>_<V><F>.jpg` with an iBUG `.pts` beside
 each image, `manifest.csv` with an identity-disjoint `split` column: 267 people `train`, 30
