@@ -64,10 +64,9 @@ def main(argv):
   paths = sorted(glob.glob(os.path.expanduser(_VIDEOS.value)))
   if not paths:
     raise SystemExit(f"--videos={_VIDEOS.value}: no files")
-  presence_threshold = (model.presence_threshold if _PRESENCE.value is None
-                        else _PRESENCE.value)
+  min_confidence, presence_threshold = tracker_settings(model)
   print(f"model: {model.path}; verify_every={_VERIFY_EVERY.value}, "
-        f"min_confidence={tracker_settings(model)[0]}, presence_threshold={presence_threshold}\n")
+        f"min_confidence={min_confidence}, presence_threshold={presence_threshold}\n")
   print("| video | frames (header) | with face | detector runs | scene cuts | frames/s | "
         "jitter raw mean / p95 | jitter stabilised mean / p95 | frames with a face, per segment |")
   print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -75,9 +74,8 @@ def main(argv):
     runs = {}
     for stabilised in (False, True):
       stabiliser = OneEuroFilter(fps=video_info(path)["fps"]) if stabilised else None
-      tracker = Tracker(model, min_confidence=_MIN_CONFIDENCE.value, stabiliser=stabiliser,
-                        verify_every=_VERIFY_EVERY.value,
-                        presence_threshold=_PRESENCE.value)
+      tracker = Tracker(model, min_confidence=min_confidence, stabiliser=stabiliser,
+                        verify_every=_VERIFY_EVERY.value, presence_threshold=presence_threshold)
       result = track_video(path, tracker)
       runs[stabilised] = (result, result.summary())
     raw, smooth = runs[False][1], runs[True][1]

@@ -120,8 +120,8 @@ def main(argv):
              f"{stabiliser.min_cutoff_hz} Hz, beta {stabiliser.beta}, {_FPS.value} frames/s):\n\n"
              + protocols.markdown_table(report["stabilised"]))
     reports.error_over_frames_plot(
-        {"raw": protocols.error_over_frames(result),
-         "stabilised": protocols.error_over_frames(smooth)},
+        {"raw": 100 * protocols.errors_by_subset(result)["all"],
+         "stabilised": 100 * protocols.errors_by_subset(smooth)["all"]},
         os.path.join(_OUT.value, "error_over_frames.png"), _KIND.value)
   if is_video and "frames_per_second" in rows["all"]:
     text += (f"\n\nTracking speed: {rows['all']['frames_per_second']:.1f} frames/s "

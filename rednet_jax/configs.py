@@ -248,6 +248,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every stage's values before anything is built or compiled; raises ConfigError
   listing each bad field as the user would type it (`image.data.batch_size`)."""
   # Imported here: configs.py is imported by the configs themselves, before JAX is needed.
+  from rednet_jax.feedback import READOUTS  # pylint: disable=g-import-not-at-top
   from rednet_jax.input_pipeline import KINDS  # pylint: disable=g-import-not-at-top
   from rednet_jax.models import MODELS  # pylint: disable=g-import-not-at-top
   from rednet_jax.reports import STAGE_OUTPUTS  # pylint: disable=g-import-not-at-top
@@ -285,11 +286,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(c.data.size % 32 == 0, "data.size", "must be a multiple of 32 (five 2x2 poolings)")
     need(c.data.box_scale > 0, "data.box_scale", "must be > 0")
     need(0 <= c.data.occluder_prob <= 1, "data.occluder_prob", "must be in [0, 1]")
+    augmentation = c.data.augmentation
+    need(0 < augmentation.scale[0] <= augmentation.scale[1], "data.augmentation.scale",
+         "must be (low, high) with 0 < low <= high")
+    for field in ("rotation_deg", "translation_px_at_128"):
+      need(augmentation[field] >= 0, f"data.augmentation.{field}", "must be >= 0")
+    need(0 <= augmentation.colour < 1, "data.augmentation.colour", "must be in [0, 1)")
+    for field in ("blur_prob", "occluder_prob"):
+      need(0 <= augmentation[field] <= 1, f"data.augmentation.{field}", "must be in [0, 1]")
+    need(0 <= c.data.extra_weight < 1, "data.extra_weight", "must be in [0, 1)")
+    need(bool(c.data.extra_root) == (c.data.extra_weight > 0), "data.extra_weight",
+         "set data.extra_root and data.extra_weight > 0 together, or neither")
+    need(not c.data.extra_root or c.data.kind == "image_folder", "data.kind",
+         "a second training source (data.extra_root) needs 'image_folder'")
     need(c.data.kind in KINDS, "data.kind", f"must be one of {list(KINDS)}")
     need(not c.eval.data.kind or c.eval.data.kind in KINDS, "eval.data.kind",
          f"must be '' (the training data's held-out split) or one of {list(KINDS)}")
     need(c.model.name in MODELS, "model.name", f"must be one of {sorted(MODELS)}")
     need(c.model.width > 0, "model.width", "must be > 0")
+    need(c.model.readout in READOUTS, "model.readout", f"must be one of {list(READOUTS)}")
+    need(isinstance(c.model.readout_window, int) and c.model.readout_window >= 1
+         and c.model.readout_window % 2 == 1, "model.readout_window",
+         "must be an odd positive number of pixels")
     need(len(c.model.feedback_squares) > 0 and all(
         isinstance(s, int) and s >= 1 and s % 2 for s in c.model.feedback_squares),
          "model.feedback_squares", "must be odd positive square sides, e.g. (7, 5, 3)")

@@ -253,8 +253,8 @@ class TrackerCounts:
   detections: int = 0          # detector runs that found a face
   lost: int = 0                # tracked frames whose confidence fell below the threshold
   no_face: int = 0             # frames returned without landmarks
-  verifications: int = 0       # checks of a tracked face by the detector (verify_every)
-  verification_failed: int = 0  # ... that found no face where the tracker was
+  verifications: int = 0       # re-scorings of a tracked face (verify_every, face_score)
+  verification_failed: int = 0  # ... below the presence threshold: the track was dropped
   scene_cuts: int = 0          # frames that differed from the one before like a cut
 
 

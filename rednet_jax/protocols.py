@@ -207,13 +207,12 @@ def tables(result: Evaluated, order: Sequence[str] = ()) -> dict[str, dict[str, 
     mask = np.array([name == "all" or name in s for s in result.subsets])
     if not mask.any():
       continue
-    row = metrics.summarise(np.asarray(metrics.normalised_errors(points[mask], landmarks[mask],
-                                                                 "io")), "io")
+    io_errors = np.asarray(metrics.normalised_errors(points[mask], landmarks[mask], "io"))
+    row = metrics.summarise(io_errors, "io")
+    row["median_io"] = float(100 * np.median(io_errors))
     for kind in ("ip", "box"):
       errors = np.asarray(metrics.normalised_errors(points[mask], landmarks[mask], kind))
       row[f"nme_{kind}"] = float(100 * errors.mean())
-    row["median_io"] = float(100 * np.median(np.asarray(
-        metrics.normalised_errors(points[mask], landmarks[mask], "io"))))
     if points.shape[1] == 68:
       row.update(metrics.group_errors(points[mask], landmarks[mask], "io"))
     row.update(_jitter_row(result, mask))
@@ -351,9 +350,3 @@ def talking_face_video(root: str, origin: int = 0, limit: int = 0) -> Iterator[t
   video = talking_face.read_talking_face(root, origin, limit)
   frames = (load_image_rgb(path) for path in video.frames)
   yield frames, video.seven_points, ["talking_face"], video.landmarks
-
-
-def error_over_frames(result: Evaluated) -> np.ndarray:
-  """Inter-ocular NME (%) of every evaluated frame, in order."""
-  return 100 * np.asarray(metrics.normalised_errors(np.stack(result.points),
-                                                    np.stack(result.landmarks), "io"))

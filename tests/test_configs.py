@@ -90,8 +90,20 @@ def test_validation_names_every_bad_field_as_typed():
     assert expected in message
   assert "identity.data.batch_size" not in message
   validate(load_config("quickstart:tiny"))
-  for name in ("image_stage", "identity_stage", "video_stage:cpu", "ytf68"):
+  for name in ("image_stage", "identity_stage", "video_stage:cpu", "ytf68", "faces300w"):
     validate(load_config(name))
+  # Real-face fields: read-out, augmentation, a second source (set together, images only).
+  c = load_config("faces300w", ["image.model.readout=soft_argmax", "video.model.readout_window=4",
+                                "image.data.augmentation.blur_prob=1.5",
+                                "image.data.extra_weight=0.3"])
+  with pytest.raises(ConfigError) as error:
+    validate(c)
+  message = str(error.value)
+  for expected in ("image.model.readout='soft_argmax': must be one of",
+                   "video.model.readout_window=4: must be an odd positive number",
+                   "image.data.augmentation.blur_prob=1.5: must be in [0, 1]",
+                   "image.data.extra_weight=0.3: set data.extra_root"):
+    assert expected in message
 
 
 def test_run_help_lists_every_config_and_its_presets():
