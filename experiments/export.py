@@ -8,6 +8,8 @@ The model is built from the config the stage recorded in its folder (`config.jso
 stage's held-out metrics (`final.json`), its config and the environments it was trained in
 (`runs.jsonl`) go into the model's `model.json`. `--config` is needed only for a stage trained
 before stages recorded their config; given for a stage that has a record, it must agree.
+`--readout` / `--readout_window` store a read-out other than the trained one (chosen with
+`benchmarks/readout_sweep.py`); model.json records both.
 """
 
 import sys
@@ -25,6 +27,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.", r
 _STAGE = flags.DEFINE_string("stage", None, "Stage to export (may be left out when the workdir "
                              "holds one stage).")
 _OUT = flags.DEFINE_string("out", None, "Folder to write the model into.", required=True)
+_READOUT = flags.DEFINE_enum("readout", None, ["cluster_centroid", "probability_centroid"],
+                             "Store this read-out instead of the trained one.")
+_READOUT_WINDOW = flags.DEFINE_integer("readout_window", None, "Store this probability_centroid "
+                                       "window (odd, px) instead of the trained one.")
 
 
 def main(argv):
@@ -38,7 +44,8 @@ def main(argv):
                                 f"{list(config.curriculum)}")
     config = config[stage]
   stage = _STAGE.value or (config.name if config is not None else None)
-  out = export_run_stage(_WORKDIR.value, stage, _OUT.value, config)
+  out = export_run_stage(_WORKDIR.value, stage, _OUT.value, config,
+                         {"readout": _READOUT.value, "readout_window": _READOUT_WINDOW.value})
   print(f"exported {_WORKDIR.value} stage {stage or '(its only one)'} -> {out}")
 
 

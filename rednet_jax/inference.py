@@ -126,9 +126,17 @@ def run_stage_parts(workdir: str, stage: str | None = None, config=None):
   return _model_parts(os.path.join(stage_dir, "checkpoints"), stage_config, info)
 
 
-def export_run_stage(workdir: str, stage: str | None, out_dir: str, config=None) -> str:
-  """Exports a stage of a training run (`run_stage_parts`) into `out_dir`."""
-  return save_model(out_dir, *run_stage_parts(workdir, stage, config))
+def export_run_stage(workdir: str, stage: str | None, out_dir: str, config=None,
+                     readout: dict | None = None) -> str:
+  """Exports a stage of a training run (`run_stage_parts`) into `out_dir`. `readout`: values of
+  READOUT_FIELDS to store instead of the trained ones (recorded in the model's info as
+  `readout_at_export`, beside the training config that still holds the trained values)."""
+  fields, variables, size, box_scale, mean_shape, info = run_stage_parts(workdir, stage, config)
+  chosen = {k: v for k, v in (readout or {}).items() if v is not None}
+  if chosen:
+    fields = _with_readout({"model": fields}, chosen)["model"]
+    info = {**info, "readout_at_export": chosen}
+  return save_model(out_dir, fields, variables, size, box_scale, mean_shape, info)
 
 
 # Model fields that change how landmarks are read from the responses, not the weights: a loaded

@@ -129,6 +129,19 @@ def test_export_reads_the_config_from_the_run_folder(trained, tmp_path):
     export_run_stage(workdir, "image", str(tmp_path / "m2"),
                      load_config(path, ["model.temporal_residual=True"]))
   export_run_stage(workdir, "image", str(tmp_path / "m3"), load_config(path, ["log_every_steps=3"]))
+  # A read-out chosen at export is stored (and recorded beside the trained one); it is what
+  # loading the stage with that read-out gives.
+  export_run_stage(workdir, "image", str(tmp_path / "m5"), None,
+                   {"readout": "probability_centroid", "readout_window": 9})
+  wide = load_model(str(tmp_path / "m5"))
+  assert wide.description["model"]["readout_window"] == 9
+  assert wide.description["info"]["readout_at_export"]["readout_window"] == 9
+  np.testing.assert_array_equal(
+      wide.predict(images, boxes)[0],
+      load_run_stage(workdir, "image", {"readout": "probability_centroid",
+                                        "readout_window": 9}).predict(images, boxes)[0])
+  with pytest.raises(ValueError, match="only .* may be changed"):
+    export_run_stage(workdir, "image", str(tmp_path / "m6"), None, {"width": 1.0})
   bad = run_cli("export.py", f"--workdir={workdir}", "--stage=image", f"--out={tmp_path / 'm4'}",
                 f"--config={path}", "--config.model.width=0.5")
   assert bad.returncode == 1 and "model.width: 0.0625 in the run, 0.5 given" in bad.stderr
