@@ -22,6 +22,8 @@ _OUTER_EYE_CORNERS = {68: (36, 45), 7: (0, 3)}
 
 @dataclasses.dataclass(frozen=True)
 class OneEuroSettings:
+  # Defaults chosen on real face videos by `benchmarks/stabiliser_sweep.py --kind=videos`
+  # (lowest jitter within +0.1 estimated NME; docs/protocols.md).
   min_cutoff_hz: float = 0.3     # cut-off of a still landmark
   beta: float = 5.0              # cut-off increase per (face size / s) of speed
   speed_cutoff_hz: float = 1.0   # low-pass on the speed estimate itself
