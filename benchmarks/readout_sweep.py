@@ -9,7 +9,7 @@ paper's cluster-centre read-out for reference.
 --faces is an image folder and its manifest split (annotation boxes, as evaluate.py
 --kind=image_folder); choose on faces the model was not trained on, never on the evaluation
 set. Jitter: track.py's tracker (presence checks every 10th frame, no stabiliser), mean of
-`metrics.jitter_per_frame` over the 68 points within continuous tracks, % io.
+`metrics.jitter_per_frame` (`metrics.jitter`) over the 68 points within continuous tracks, % io.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import glob
 import os
 
-import numpy as np
 from absl import app, flags
 
 from rednet_jax import metrics, protocols
@@ -56,8 +55,7 @@ def main(argv):
       runs = []
       for path in videos:
         runs += [r for _, r in track_video(path, Tracker(model, verify_every=10)).runs()]
-      values = np.concatenate([metrics.jitter_per_frame(r) for r in runs])
-      cells.append(f"{values.mean():.3f}")
+      cells.append(f"{metrics.jitter(runs)['jitter_io_mean']:.3f}")
     print(f"| {readout} | {window or '-'} | " + " | ".join(cells) + " |", flush=True)
 
 

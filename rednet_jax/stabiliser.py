@@ -94,16 +94,16 @@ def lag_cost(filtered: list[np.ndarray], raw: list[np.ndarray], window: int = 11
   than the raw tracks do: mean point distance in % of the reference's outer-eye-corner
   distance, over the frames the reference covers. Estimates a filter's accuracy cost on video
   without labels (negative: it removes more flicker than it adds lag)."""
-  def distance(tracks):
-    values = []
-    for track, r in zip(tracks, raw):
-      reference = zero_phase_reference(r, window)
-      inner = np.asarray(track, np.float64)[window // 2:len(track) - window // 2]
-      values.append(np.linalg.norm(inner - reference, axis=-1).mean(-1) /
-                    np.array([_face_size(p) for p in reference]))
-    return 100 * float(np.concatenate(values).mean())
   if len(filtered) != len(raw):
     raise ValueError(f"{len(filtered)} filtered tracks for {len(raw)} raw ones")
+  references = [zero_phase_reference(r, window) for r in raw]
+  sizes = [np.array([_face_size(p) for p in reference]) for reference in references]
+
+  def distance(tracks):
+    values = [np.linalg.norm(np.asarray(track, np.float64)[window // 2:len(track) - window // 2]
+                             - reference, axis=-1).mean(-1) / size
+              for track, reference, size in zip(tracks, references, sizes)]
+    return 100 * float(np.concatenate(values).mean())
   return distance(filtered) - distance(raw)
 
 
