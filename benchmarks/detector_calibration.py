@@ -1,10 +1,10 @@
-"""Calibrates the Haar face detector (rednet_jax/detection.py) to the landmarks' crop rule and
+"""Calibrates the Haar face detector (rednet_jax/inference/detection.py) to the landmarks' crop rule and
 prints a table: detection rate, the centre offset and side ratio that map a Haar box onto the
 landmarks' box (medians), and how far the calibrated boxes land from the annotation's.
 
   python benchmarks/detector_calibration.py --root=/path/to/ytf68 --split=train
 
-The medians it prints are the constants CENTRE_OFFSET and SIDE_RATIO in rednet_jax/detection.py.
+The medians it prints are the constants CENTRE_OFFSET and SIDE_RATIO in rednet_jax/inference/detection.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from absl import app, flags
 
 from data_pipelines.face_crops import face_box
 from data_pipelines.image_folders import load_image_rgb, read_image_folder
-from rednet_jax.detection import FaceDetector
+from rednet_jax.inference.detection import FaceDetector
 
 ROOT = flags.DEFINE_string("root", None, "image folder with .pts beside the images", required=True)
 SPLIT = flags.DEFINE_string("split", "train", "manifest split ('' for all)")

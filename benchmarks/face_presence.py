@@ -25,7 +25,7 @@ from absl import app, flags
 
 from data_pipelines.face_crops import face_box
 from data_pipelines.image_folders import load_image_rgb, read_image_folder
-from rednet_jax.inference import MODEL_FILE, load_model
+from rednet_jax.inference.landmark_model import MODEL_FILE, load_model
 
 _ROOT = flags.DEFINE_string("root", None, "Image folder with .pts beside the images.",
                             required=True)

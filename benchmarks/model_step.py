@@ -36,7 +36,7 @@ def measure(width: float, size: int, k: int) -> dict:
   import jax.numpy as jnp
   import numpy as np
   from rednet_jax.models import build_model
-  from rednet_jax.train_step import (TrainState, make_optimizer, make_train_step,
+  from rednet_jax.training.train_step import (TrainState, make_optimizer, make_train_step,
                                      normalise_images)
 
   t = FLAGS.frames

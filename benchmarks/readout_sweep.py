@@ -19,9 +19,10 @@ import os
 
 from absl import app, flags
 
-from rednet_jax import metrics, protocols
-from rednet_jax.inference import Tracker, load_model
-from rednet_jax.video_tracking import track_video
+from rednet_jax.evaluation import metrics
+from rednet_jax.evaluation import protocols
+from rednet_jax.inference.landmark_model import Tracker, load_model
+from rednet_jax.inference.video_tracking import track_video
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Exported model (default: shipped).")
 _FACES = flags.DEFINE_multi_string("faces", [], "Image folder and split, 'root:split'.")

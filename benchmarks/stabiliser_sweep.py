@@ -31,10 +31,11 @@ import os
 import numpy as np
 from absl import app, flags
 
-from rednet_jax import metrics, protocols
-from rednet_jax.inference import Tracker, load_model
-from rednet_jax.stabiliser import OneEuroSettings, lag_cost, stabilise
-from rednet_jax.video_tracking import track_video, video_info
+from rednet_jax.evaluation import metrics
+from rednet_jax.evaluation import protocols
+from rednet_jax.inference.landmark_model import Tracker, load_model
+from rednet_jax.inference.stabiliser import OneEuroSettings, lag_cost, stabilise
+from rednet_jax.inference.video_tracking import track_video, video_info
 
 _KIND = flags.DEFINE_enum("kind", "videos", ["videos", "still_clips", "talking_face"], "Data.")
 _ROOT = flags.DEFINE_string("root", None, "still_clips / talking_face: dataset folder.")

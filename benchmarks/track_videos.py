@@ -26,9 +26,9 @@ import os
 import numpy as np
 from absl import app, flags
 
-from rednet_jax.inference import Tracker, load_model
-from rednet_jax.stabiliser import OneEuroFilter
-from rednet_jax.video_tracking import track_video, video_info
+from rednet_jax.inference.landmark_model import Tracker, load_model
+from rednet_jax.inference.stabiliser import OneEuroFilter
+from rednet_jax.inference.video_tracking import track_video, video_info
 
 _VIDEOS = flags.DEFINE_string("videos", None, "Glob of video files.", required=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Exported model (default: shipped).")

@@ -1,6 +1,6 @@
 """Landmark schemes: iBUG 68-point indices, the 7-point subset of RED-Net, mirror permutations.
 
-Coordinates are (x, y), 0-based pixels with pixel centres at integers (see rednet_jax.feedback).
+Coordinates are (x, y), 0-based pixels with pixel centres at integers (see rednet_jax.models.targets).
 """
 
 from __future__ import annotations

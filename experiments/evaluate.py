@@ -26,7 +26,7 @@ centres) and box diagonal, in %; failure rate and CED AUC at 8 % and 10 % (inter
 per-group NME. Videos (300vw, still_clips, talking_face) also get jitter within continuous
 tracks (frame-to-frame acceleration / inter-ocular distance, %) of the scored points, of all
 the model's points, and of the ground truth's own points, and a second table with the One-Euro
-stabiliser on (`rednet_jax.stabiliser`; it smooths the reported points, the tracking itself
+stabiliser on (`rednet_jax.inference.stabiliser`; it smooths the reported points, the tracking itself
 runs on the raw ones). Faces whose files are missing or unreadable are skipped and counted
 (`bad_samples`; --noskip_bad_samples makes them errors). Writes `results.json`, `results.md`,
 `ced.png` and, for videos, `error_over_frames.png` into --out.
@@ -38,8 +38,10 @@ import sys
 
 from absl import app, flags
 
-from rednet_jax import cli, protocols, reports
-from rednet_jax.stabiliser import OneEuroSettings
+from rednet_jax import cli
+from rednet_jax.evaluation import protocols
+from rednet_jax.evaluation import reports
+from rednet_jax.inference.stabiliser import OneEuroSettings
 
 _KIND = flags.DEFINE_enum("kind", None, ["image_folder", "300vw", "still_clips", "aflw",
                                           "talking_face"],

@@ -1,6 +1,6 @@
 r"""Exports a stage of a training run as a small inference model (params and BatchNorm
 statistics, no optimiser state) that `experiments/track.py`, `predict.py`, `evaluate.py` and
-`rednet_jax.inference.load_model` read.
+`rednet_jax.inference.landmark_model.load_model` read.
 
   python experiments/export.py --workdir=/tmp/ytf68 --stage=video --out=/tmp/ytf68_model
 
@@ -17,8 +17,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rednet_jax import cli, configs
-from rednet_jax.inference import export_run_stage
+from rednet_jax import cli
+from rednet_jax.training import configs
+from rednet_jax.inference.landmark_model import export_run_stage
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Only for a stage without config.json: "
                                           "the config file[:preset] it was trained with.",

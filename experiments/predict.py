@@ -11,7 +11,7 @@ tracker re-detects below 0.5), or `null` when no face was found or the image can
 Face box: an image with a `.pts` beside it (iBUG format) is cropped the way the model was
 trained: the box of those points, made square on its larger side, centred on the box, times
 1.3 (the model's box_scale). Other images use OpenCV's Haar face detector (its largest face),
-calibrated to the same rule (rednet_jax/detection.py). Problems (unreadable image, malformed
+calibrated to the same rule (rednet_jax/inference/detection.py). Problems (unreadable image, malformed
 .pts, no face) are reported naming the file; the run goes on and the summary counts them.
 Without --checkpoint the model shipped in `rednet_jax/assets/faces300w_cpu` is used.
 """
@@ -24,7 +24,7 @@ import sys
 from absl import app, flags
 
 from rednet_jax import cli
-from rednet_jax.inference import predict_folder
+from rednet_jax.inference.landmark_model import predict_folder
 
 _INPUT = flags.DEFINE_string("input", None, "Folder of images.", required=True)
 _OUT = flags.DEFINE_string("out", None, "JSON file to write.", required=True)

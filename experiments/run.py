@@ -24,7 +24,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rednet_jax import cli, configs, train
+from rednet_jax import cli
+from rednet_jax.training import configs
+from rednet_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:preset] (see above).",
                                           lock_config=True)
@@ -39,7 +41,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, restart=tuple(_RESTART.value),
+  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, restart=tuple(_RESTART.value),
                            only=tuple(_STAGES.value))
 
 

@@ -30,7 +30,9 @@ import sys
 
 from absl import app, flags
 
-from rednet_jax import cli, configs, sweeps
+from rednet_jax import cli
+from rednet_jax.training import configs
+from rednet_jax.training import sweeps
 
 _CONFIG = flags.DEFINE_string("config", None, "Config NAME[:PRESET] or path, as for run.py.")
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep NAME[:ARG] (experiments/sweeps/NAME.py).")

@@ -22,9 +22,9 @@ from absl import app, flags
 
 from data_pipelines.pts import DataError
 from rednet_jax import cli
-from rednet_jax.inference import Tracker
-from rednet_jax.stabiliser import OneEuroFilter
-from rednet_jax.video_tracking import track_video, video_info
+from rednet_jax.inference.landmark_model import Tracker
+from rednet_jax.inference.stabiliser import OneEuroFilter
+from rednet_jax.inference.video_tracking import track_video, video_info
 
 _VIDEO = flags.DEFINE_multi_string("video", None, "Video file(s) to track.", required=True)
 _LOAD_MODEL = cli.define_model_flags()

@@ -25,9 +25,9 @@ _NOT_WRITABLE = (errno.EACCES, errno.EROFS, errno.EPERM)
 
 def _user_error_types() -> tuple[type, ...]:
   from data_pipelines.pts import DataError  # pylint: disable=g-import-not-at-top
-  from rednet_jax.configs import ConfigError  # pylint: disable=g-import-not-at-top
-  from rednet_jax.run_records import StageInUseError  # pylint: disable=g-import-not-at-top
-  from rednet_jax.train import NonFiniteLossError  # pylint: disable=g-import-not-at-top
+  from rednet_jax.training.configs import ConfigError  # pylint: disable=g-import-not-at-top
+  from rednet_jax.training.run_records import StageInUseError  # pylint: disable=g-import-not-at-top
+  from rednet_jax.training.trainer import NonFiniteLossError  # pylint: disable=g-import-not-at-top
   return (ConfigError, DataError, StageInUseError, NonFiniteLossError)
 
 
@@ -103,7 +103,8 @@ def define_model_flags() -> Callable[[], object]:
                                         "probability_centroid read-out instead of the model's.")
 
   def load():
-    from rednet_jax import configs, inference  # pylint: disable=g-import-not-at-top
+    from rednet_jax.training import configs
+    from rednet_jax.inference import landmark_model  # pylint: disable=g-import-not-at-top
     if workdir.value and checkpoint.value:
       raise configs.ConfigError("give --checkpoint (an exported model) or --workdir/--stage (a "
                                 "training run), not both")
@@ -111,7 +112,7 @@ def define_model_flags() -> Callable[[], object]:
       raise configs.ConfigError("--stage needs --workdir")
     fields = {"readout": readout.value, "readout_window": readout_window.value}
     if workdir.value:
-      return inference.load_run_stage(workdir.value, stage.value, fields)
-    return inference.load_model(checkpoint.value, fields)
+      return landmark_model.load_run_stage(workdir.value, stage.value, fields)
+    return landmark_model.load_model(checkpoint.value, fields)
 
   return load

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from data_pipelines.pts import DataError
-from rednet_jax import protocols
-from rednet_jax.inference import load_model
+from rednet_jax.evaluation import protocols
+from rednet_jax.inference.landmark_model import load_model
 from test_inference import VAL_FACES, tiny_model_dir  # noqa: F401
 
 

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rednet_jax.configs import ConfigError
-from rednet_jax.checkpoints import checkpoint_manager, init_from_previous_stage, restore, save
+from rednet_jax.training.configs import ConfigError
+from rednet_jax.training.checkpoints import checkpoint_manager, init_from_previous_stage, restore, save
 from test_rednet_v1 import init_variables, small_model
 
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from rednet_jax.configs import (CONFIGS_DIR, ConfigError, load_config, resolve_config_argument,
+from rednet_jax.training.configs import (CONFIGS_DIR, ConfigError, load_config, resolve_config_argument,
                                 validate)
 
 
@@ -51,7 +51,7 @@ def test_resolution_leaves_paths_and_other_flags_alone(tmp_path):
   assert resolved[1] == "--config=" + os.path.join(CONFIGS_DIR, "video_stage.py") + ":cpu"
   assert resolved[2:] == argv[2:]
   own = tmp_path / "mine.py"
-  own.write_text("from rednet_jax.configs import base_stage\n"
+  own.write_text("from rednet_jax.training.configs import base_stage\n"
                  "def get_config(arg=''):\n  return base_stage('x' + arg)\n")
   assert resolve_config_argument(["run.py", f"--config={own}:y"])[1] == f"--config={own}:y"
   assert load_config(f"{own}:y").name == "xy"

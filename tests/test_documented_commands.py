@@ -13,7 +13,8 @@ import flax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rednet_jax import checkpoints, configs
+from rednet_jax.training import checkpoints
+from rednet_jax.training import configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "experiments", "README.md")

@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rednet_jax import reports
-from rednet_jax.evaluation import track_clip
-from rednet_jax.metrics import normalised_errors, summarise
+from rednet_jax.evaluation import reports
+from rednet_jax.evaluation.held_out import track_clip
+from rednet_jax.evaluation.metrics import normalised_errors, summarise
 from test_train_step import L, real_init
 from rednet_jax.models import build_model
 

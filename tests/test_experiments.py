@@ -15,18 +15,21 @@ import time
 import numpy as np
 import pytest
 
-from rednet_jax import cli, configs, run_records, sweeps
-from rednet_jax.configs import ConfigError, load_config
-from rednet_jax.inference import export_run_stage, load_model, load_run_stage
-from rednet_jax.input_pipeline import _render_once
-from rednet_jax.run_records import ConfigMismatchError, StageInUseError, StageLock
-from rednet_jax.train import _check_stage_folders, train_and_evaluate
+from rednet_jax import cli
+from rednet_jax.training import configs
+from rednet_jax.training import run_records
+from rednet_jax.training import sweeps
+from rednet_jax.training.configs import ConfigError, load_config
+from rednet_jax.inference.landmark_model import export_run_stage, load_model, load_run_stage
+from rednet_jax.training.input_pipeline import _render_once
+from rednet_jax.training.run_records import ConfigMismatchError, StageInUseError, StageLock
+from rednet_jax.training.trainer import _check_stage_folders, train_and_evaluate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # One image stage of the tiny quickstart, 2 steps: the cheapest real training run.
 TINY_STAGE = """
-from rednet_jax.configs import load_config
+from rednet_jax.training.configs import load_config
 
 def get_config(arg=""):
   c = load_config("quickstart:tiny").image
@@ -170,7 +173,7 @@ def test_a_second_run_on_a_locked_stage_stops_at_once(trained):
 
 def test_a_lock_dies_with_its_holder(tmp_path):
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time\nfrom rednet_jax.run_records import StageLock\n"
+      [sys.executable, "-c", "import sys, time\nfrom rednet_jax.training.run_records import StageLock\n"
        f"with StageLock({str(tmp_path / 'stage')!r}):\n  print('held', flush=True)\n"
        "  time.sleep(120)"], stdout=subprocess.PIPE, text=True, cwd=REPO)
   assert holder.stdout.readline().strip() == "held"
@@ -192,7 +195,7 @@ def _slow_render(out, files=6, pause=0.05):
 
 def test_a_killed_render_leaves_nothing_marked_complete(tmp_path):
   root = str(tmp_path / "synthetic" / "stills")
-  script = ("import os, time\nfrom rednet_jax.input_pipeline import _render_once\n"
+  script = ("import os, time\nfrom rednet_jax.training.input_pipeline import _render_once\n"
             "def render(out):\n  open(os.path.join(out, '0.txt'), 'w').close()\n"
             "  print('rendering', flush=True)\n  time.sleep(120)\n"
             f"_render_once({root!r}, {{'n': 6}}, render)\n")

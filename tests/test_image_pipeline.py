@@ -142,8 +142,8 @@ def test_appearance_augmentation_is_off_by_default_and_does_what_its_fields_say(
 
 
 def test_config_augmentation_fields_reach_the_loader():
-  from rednet_jax.configs import base_stage
-  from rednet_jax.input_pipeline import augmentation_of
+  from rednet_jax.training.configs import base_stage
+  from rednet_jax.training.input_pipeline import augmentation_of
   data = base_stage("image").data
   assert augmentation_of(data) == Augmentation()        # the paper's ranges by default
   data.augmentation.update(rotation_deg=30.0, colour=0.3)
@@ -153,8 +153,8 @@ def test_config_augmentation_fields_reach_the_loader():
 
 
 def test_a_second_source_makes_up_its_stated_share_of_each_epoch(tmp_path):
-  from rednet_jax.configs import base_stage
-  from rednet_jax.input_pipeline import build_stage_data, mixing_weights
+  from rednet_jax.training.configs import base_stage
+  from rednet_jax.training.input_pipeline import build_stage_data, mixing_weights
   from test_300w import make_300w
   data = base_stage("image").data
   data.update(samples_per_image=4, extra_weight=0.25)

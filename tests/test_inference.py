@@ -16,12 +16,13 @@ import pytest
 from data_pipelines.face_crops import face_box, mean_shape_in_crop
 from data_pipelines.image_folders import load_image_rgb, normalise_to_box
 from data_pipelines.pts import read_pts, write_pts
-from rednet_jax import metrics, protocols
-from rednet_jax.detection import Face, FaceDetector
-from rednet_jax.inference import (Tracker, load_model, predict_folder,
+from rednet_jax.evaluation import metrics
+from rednet_jax.evaluation import protocols
+from rednet_jax.inference.detection import Face, FaceDetector
+from rednet_jax.inference.landmark_model import (Tracker, load_model, predict_folder,
                                   save_model)
 from rednet_jax.models import build_model
-from rednet_jax.video_tracking import video_frames
+from rednet_jax.inference.video_tracking import video_frames
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "ytf68_mini", "images")
@@ -63,7 +64,7 @@ def test_saved_model_round_trips_and_predicts_like_the_module(tiny_model_dir):
   assert out["steps"].shape == (1, 2, 68, 2) and out["confidence"].shape == (2,)
   assert np.all((out["confidence"] > 0) & (out["confidence"] <= 1))
   # The same weights through the module directly.
-  from rednet_jax.train_step import normalise_images
+  from rednet_jax.training.train_step import normalise_images
   direct = model.module.apply(model.variables, normalise_images(crops)[:, None],
                               jnp.broadcast_to(model.mean_shape, (2, 1, 68, 2)),
                               model.initial_carry(2), train=False)
@@ -316,7 +317,7 @@ def test_tracker_with_verification_drops_a_face_that_is_gone_and_smooths_its_out
   """verify_every: the detector confirms the tracked face every N frames and at scene cuts;
   where the face has gone (a cut to an empty scene) the tracker reports no face instead of
   landmarks on the background. The stabiliser changes what is reported, not what is tracked."""
-  from rednet_jax.stabiliser import OneEuroFilter
+  from rednet_jax.inference.stabiliser import OneEuroFilter
   frames, _ = _moving_frames(VAL_FACES[0], steps=6)
   empty = np.full_like(frames[0], 70)
   # Confidence-based re-detection off in both, to see what verification alone does.
@@ -338,7 +339,7 @@ def test_tracker_with_verification_drops_a_face_that_is_gone_and_smooths_its_out
 
 
 def test_track_summary_warns_about_a_video_shorter_than_its_header(shipped, tmp_path):
-  from rednet_jax.video_tracking import track_video
+  from rednet_jax.inference.video_tracking import track_video
   frames, _ = _moving_frames(VAL_FACES[0], steps=12)
   path = str(tmp_path / "cut.avi")
   h, w = frames[0].shape[:2]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rednet_jax.layers import max_pool_with_argmax, unpool_with_argmax
+from rednet_jax.models.layers import max_pool_with_argmax, unpool_with_argmax
 
 
 def numpy_pool(x, wh=2, ww=2):

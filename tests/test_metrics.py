@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.landmarks import IBUG68_TO_7
-from rednet_jax import metrics
+from rednet_jax.evaluation import metrics
 
 
 def face():

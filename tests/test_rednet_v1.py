@@ -11,8 +11,8 @@ import optax
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from rednet_jax.feedback import render_label_map
-from rednet_jax.heads import ShapeRegressionHead, zero_lstm_carry
+from rednet_jax.models.targets import render_label_map
+from rednet_jax.models.heads import ShapeRegressionHead, zero_lstm_carry
 from rednet_jax.models import build_model
 from rednet_jax.models.rednet_v1 import RedNetV1
 

@@ -4,8 +4,8 @@ lag, tracks restart cleanly, and the Tracker reports filtered points while track
 import numpy as np
 import pytest
 
-from rednet_jax import metrics
-from rednet_jax.stabiliser import (OneEuroFilter, OneEuroSettings, lag_cost, stabilise,
+from rednet_jax.evaluation import metrics
+from rednet_jax.inference.stabiliser import (OneEuroFilter, OneEuroSettings, lag_cost, stabilise,
                                   zero_phase_reference)
 
 _SHAPE = np.array([[0, 0], [1, 0], [2, 0], [3, 0], [1.5, 1], [0.8, 2], [2.2, 2]],

@@ -14,9 +14,10 @@ from data_pipelines.image_folders import load_image_rgb
 from data_pipelines.landmarks import IBUG68_TO_7
 from data_pipelines.pts import DataError, write_pts
 from data_pipelines.talking_face import TALKING_FACE_TO_7, read_talking_face
-from rednet_jax import metrics, protocols
-from rednet_jax.inference import load_model
-from rednet_jax.stabiliser import OneEuroSettings
+from rednet_jax.evaluation import metrics
+from rednet_jax.evaluation import protocols
+from rednet_jax.inference.landmark_model import load_model
+from rednet_jax.inference.stabiliser import OneEuroSettings
 from test_inference import REPO, VAL_FACES, _moving_frames, tiny_model_dir  # noqa: F401
 
 TF_FIXTURE = os.path.join(REPO, "tests", "fixtures", "talking_face")   # frames 0-2 of the video

@@ -58,8 +58,8 @@ def test_a_config_trains_from_a_prepared_tfds_dataset(tmp_path):
   """data.kind='tfds_faces': the stage's data come from the ArrayRecord dataset, the same faces
   as the folder it was prepared from, batched by the usual pipeline."""
   from data_pipelines.pts import DataError  # pylint: disable=g-import-not-at-top
-  from rednet_jax.configs import load_config  # pylint: disable=g-import-not-at-top
-  from rednet_jax.input_pipeline import build_stage_data  # pylint: disable=g-import-not-at-top
+  from rednet_jax.training.configs import load_config  # pylint: disable=g-import-not-at-top
+  from rednet_jax.training.input_pipeline import build_stage_data  # pylint: disable=g-import-not-at-top
   Faces300W(data_dir=str(tmp_path / "tfds"), manual_dir=YTF68_MINI).download_and_prepare()
   config = load_config("quickstart:tiny").image
   config.data.update(kind="tfds_faces", root=str(tmp_path / "tfds"), train_split="train",

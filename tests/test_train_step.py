@@ -8,7 +8,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rednet_jax.models import build_model
-from rednet_jax.train_step import (TrainState, initial_points, make_optimizer, make_train_step,
+from rednet_jax.training.train_step import (TrainState, initial_points, make_optimizer, make_train_step,
                                    shard_state)
 
 L = 68

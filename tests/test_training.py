@@ -16,9 +16,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 from data_pipelines.pts import DataError
-from rednet_jax import checkpoints, run_records
-from rednet_jax.configs import load_config
-from rednet_jax.train import NonFiniteLossError, train_stage
+from rednet_jax.training import checkpoints
+from rednet_jax.training import run_records
+from rednet_jax.training.configs import load_config
+from rednet_jax.training.trainer import NonFiniteLossError, train_stage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +37,7 @@ def flat(tree):
 
 
 RESUME_CONFIG = """
-from rednet_jax.configs import load_config
+from rednet_jax.training.configs import load_config
 
 def get_config(arg=""):
   c = load_config("quickstart:tiny").image
@@ -153,7 +154,7 @@ def test_stage_chain_from_vgg16_weights_through_the_trainer(tmp_path):
 
 
 def test_synthetic_data_rendered_with_other_settings_is_not_reused(tmp_path):
-  from rednet_jax.input_pipeline import _render_once
+  from rednet_jax.training.input_pipeline import _render_once
   calls = []
   _render_once(str(tmp_path / "d"), {"n": 1}, lambda out: calls.append(out))
   _render_once(str(tmp_path / "d"), {"n": 1}, lambda out: calls.append(out))

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rednet_jax.vgg_import import (CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD,
+from rednet_jax.models.pretrained import (CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD,
                                    VGG16_LAYER_NAMES, VGGWeightsError, load_vgg16_into_encoder,
                                    read_torch_state_dict, read_vgg16_layers)
 from test_rednet_v1 import init_variables, small_model

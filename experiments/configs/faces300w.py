@@ -27,7 +27,7 @@ colour, blur, occluders) for in-the-wild faces; f_tRNN added to C_pe (model.temp
 
 import ml_collections
 
-from rednet_jax.configs import base_stage
+from rednet_jax.training.configs import base_stage
 
 
 def _stage(name: str, root: ml_collections.FieldReference) -> ml_collections.ConfigDict:

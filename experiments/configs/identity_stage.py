@@ -17,7 +17,7 @@ Expected result: no paper number for this stage alone.
 Presets: `cpu` as in image_stage (width 0.25, 64 px, K = 2, batch 16).
 """
 
-from rednet_jax.configs import base_stage
+from rednet_jax.training.configs import base_stage
 
 
 def get_config(arg: str = ""):

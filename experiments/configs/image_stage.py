@@ -19,7 +19,7 @@ Presets (`--config=image_stage:PRESET`):
   cpu   width 0.25, 64 px, K = 2, batch 16, 10 epochs: a model a 2-core CPU trains in hours.
 """
 
-from rednet_jax.configs import base_stage
+from rednet_jax.training.configs import base_stage
 
 
 def get_config(arg: str = ""):

@@ -23,7 +23,7 @@ Presets: `tiny` (a 32-px model and a few steps per stage; what the tests run).
 
 import ml_collections
 
-from rednet_jax.configs import base_stage
+from rednet_jax.training.configs import base_stage
 
 
 def _stage(name: str, arg: str) -> ml_collections.ConfigDict:

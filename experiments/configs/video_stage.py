@@ -20,7 +20,7 @@ failure rate 2.82 % (6.43 % without) -- a target for a faithful run, not reprodu
 Presets: `cpu` (width 0.25, 64 px, K = 2, 20 clips per video, 5 epochs).
 """
 
-from rednet_jax.configs import base_stage
+from rednet_jax.training.configs import base_stage
 
 
 def get_config(arg: str = ""):

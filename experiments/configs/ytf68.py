@@ -25,7 +25,7 @@ stage's f_tRNN is added to C_pe (model.temporal_residual) rather than replacing 
 
 import ml_collections
 
-from rednet_jax.configs import base_stage
+from rednet_jax.training.configs import base_stage
 
 
 def _stage(name: str, root: ml_collections.FieldReference) -> ml_collections.ConfigDict:

@@ -14,7 +14,7 @@ loss, at the config's K). On a curriculum config a field without a stage applies
 same stills without f_CLS (the curriculum's length is kept, so only the module differs).
 """
 
-from rednet_jax.sweeps import sweep
+from rednet_jax.training.sweeps import sweep
 
 
 def get_sweep(arg: str = ""):

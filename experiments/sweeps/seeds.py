@@ -6,7 +6,7 @@ user should expect from a run. On a curriculum `seed` applies to every stage.
 Arg: the number of seeds (default 3): seeds 0 .. N-1.
 """
 
-from rednet_jax.sweeps import sweep
+from rednet_jax.training.sweeps import sweep
 
 
 def get_sweep(arg: str = ""):

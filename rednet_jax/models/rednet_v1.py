@@ -37,9 +37,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rednet_jax.feedback import read_landmarks, render_label_map, square_size_for_step
-from rednet_jax.heads import IdentityHead, LSTMCarry, ShapeRegressionHead, TemporalLSTM, zero_lstm_carry
-from rednet_jax.layers import VGG16_STAGES, VGG16Decoder, VGG16Encoder, scaled_channels
+from rednet_jax.models.readout import read_landmarks
+from rednet_jax.models.targets import render_label_map, square_size_for_step
+from rednet_jax.models.heads import IdentityHead, LSTMCarry, ShapeRegressionHead, TemporalLSTM, zero_lstm_carry
+from rednet_jax.models.layers import scaled_channels
+from rednet_jax.models.vgg import VGG16_STAGES, VGG16Decoder, VGG16Encoder
 
 Dtype = Any
 

@@ -26,7 +26,7 @@ import shlex
 import sys
 from typing import Any, Iterable, Sequence
 
-from rednet_jax import configs
+from rednet_jax.training import configs
 
 SWEEPS_DIR = os.path.join(os.path.dirname(configs.CONFIGS_DIR), "sweeps")
 REPO_ROOT = os.path.dirname(os.path.dirname(configs.CONFIGS_DIR))
@@ -112,7 +112,7 @@ def variant_status(variant_dir: str, stage_names: Sequence[str]) -> str:
 def write_manifest(workdir: str, manifest: dict) -> None:
   """Writes `<workdir>/sweep.json`; an existing one made with another config or common
   overrides is a ConfigMismatchError (a sweep never mixes results of two configs)."""
-  from rednet_jax.run_records import ConfigMismatchError  # pylint: disable=g-import-not-at-top
+  from rednet_jax.training.run_records import ConfigMismatchError  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, MANIFEST)
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:

@@ -28,11 +28,11 @@ from data_pipelines.image_folders import load_image_rgb, read_image_folder
 from data_pipelines.landmarks import IBUG68_TO_7
 from data_pipelines.pts import DataError
 from data_pipelines.stills_to_clips import StillClipConfig, clip_from_still
-from rednet_jax import metrics
-from rednet_jax.detection import Face, FaceDetector
-from rednet_jax.inference import LandmarkModel, Tracker
-from rednet_jax.stabiliser import OneEuroSettings, stabilise
-from rednet_jax.video_tracking import video_frames
+from rednet_jax.evaluation import metrics
+from rednet_jax.inference.detection import Face, FaceDetector
+from rednet_jax.inference.landmark_model import LandmarkModel, Tracker
+from rednet_jax.inference.stabiliser import OneEuroSettings, stabilise
+from rednet_jax.inference.video_tracking import video_frames
 
 NORMALISERS = ("io", "ip", "box")
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from rednet_jax.layers import VGG16_STAGES
+from rednet_jax.models.vgg import VGG16_STAGES
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB, images in [0, 1]
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)

@@ -26,11 +26,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from data_pipelines.face_crops import crop_matrix, face_box, transform_points
-from rednet_jax import checkpoints
-from rednet_jax.detection import Face, FaceDetector
+from rednet_jax.training import checkpoints
+from rednet_jax.inference.detection import Face, FaceDetector
 from rednet_jax.models import build_model
-from rednet_jax.stabiliser import OneEuroFilter
-from rednet_jax.train_step import normalise_images
+from rednet_jax.inference.stabiliser import OneEuroFilter
+from rednet_jax.training.train_step import normalise_images
 
 MODEL_FILE, VARIABLES_DIR = "model.json", "variables"
 DEFAULT_MODEL_DIR = str(importlib.resources.files("rednet_jax") / "assets" / "faces300w_cpu")
@@ -88,7 +88,8 @@ def run_stage_parts(workdir: str, stage: str | None = None, config=None):
   when the workdir holds one stage. `config` (a stage config), when given, must agree with the
   record (ConfigMismatchError naming the fields otherwise); it is needed only for a stage
   trained before records existed."""
-  from rednet_jax import configs, run_records  # pylint: disable=g-import-not-at-top
+  from rednet_jax.training import configs
+  from rednet_jax.training import run_records  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(os.path.expanduser(workdir))
   if stage is None:
     found = sorted(n for n in (os.listdir(workdir) if os.path.isdir(workdir) else [])

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rednet_jax.feedback import (landmarks_from_response, read_landmarks, render_label_map,
-                                 square_size_for_step)
+from rednet_jax.models.readout import landmarks_from_response, read_landmarks
+from rednet_jax.models.targets import render_label_map, square_size_for_step
 
 
 def numpy_label_map(points, h, w, square):
@@ -89,7 +89,7 @@ def test_square_size_schedule_repeats_the_last():
 
 
 def test_gaussian_heatmaps_and_disks():
-  from rednet_jax.feedback import render_disks, render_gaussian_heatmaps
+  from rednet_jax.models.targets import render_disks, render_gaussian_heatmaps
   points = jnp.array([[[10.0, 20.0], [30.5, 5.0]]])                   # (1, 2, 2)
   heat = np.asarray(render_gaussian_heatmaps(points, (32, 40), sigma=5.0))
   assert heat.shape == (1, 32, 40, 2)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from rednet_jax import metrics
+from rednet_jax.evaluation import metrics
 
 def _affine(matrix: jax.Array, points: jax.Array) -> jax.Array:
   return points @ matrix[..., :2].swapaxes(-1, -2) + matrix[..., None, :, 2]
@@ -61,7 +61,7 @@ def make_eval_step(model: nn.Module, mean_shape: np.ndarray, mesh: Mesh,
   'points' (K, B, T, L, 2), 'init_points' (B, T, L, 2)}` for the global batch (`track_clip`):
   the inter-ocular error of the last step per frame, and every step's shape (for refinement
   figures)."""
-  from rednet_jax.train_step import normalise_images  # pylint: disable=g-import-not-at-top
+  from rednet_jax.training.train_step import normalise_images  # pylint: disable=g-import-not-at-top
   mean_shape = jnp.asarray(mean_shape, jnp.float32)
 
   def eval_step(variables, batch):

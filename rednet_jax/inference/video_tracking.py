@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 
 from data_pipelines.pts import DataError, write_pts
-from rednet_jax import metrics
-from rednet_jax.inference import Tracker
-from rednet_jax.mp4 import Mp4Writer
+from rednet_jax.evaluation import metrics
+from rednet_jax.inference.landmark_model import Tracker
+from rednet_jax.inference.mp4 import Mp4Writer
 
 
 def video_frames(path: str, max_frames: int = 0) -> Iterator[np.ndarray]:

@@ -21,10 +21,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from rednet_jax import metrics
-from rednet_jax.evaluation import track_clip
-from rednet_jax.losses import rednet_v1_loss
-from rednet_jax.vgg_import import IMAGENET_MEAN, IMAGENET_STD
+from rednet_jax.evaluation import metrics
+from rednet_jax.evaluation.held_out import track_clip
+from rednet_jax.models.losses import rednet_v1_loss
+from rednet_jax.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
 
 
 @flax.struct.dataclass

@@ -26,7 +26,7 @@ import sys
 import uuid
 from typing import Any
 
-from rednet_jax import configs
+from rednet_jax.training import configs
 
 CONFIG_FILE, RUNS_FILE = "config.json", "runs.jsonl"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy",

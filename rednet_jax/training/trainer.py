@@ -36,10 +36,14 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from data_pipelines.loader import make_loader
-from rednet_jax import checkpoints, configs, evaluation, reports, run_records
-from rednet_jax.input_pipeline import build_stage_data
+from rednet_jax.training import checkpoints
+from rednet_jax.training import configs
+from rednet_jax.evaluation import held_out
+from rednet_jax.evaluation import reports
+from rednet_jax.training import run_records
+from rednet_jax.training.input_pipeline import build_stage_data
 from rednet_jax.models import build_model
-from rednet_jax.train_step import TrainState, make_optimizer, make_train_step, shard_state
+from rednet_jax.training.train_step import TrainState, make_optimizer, make_train_step, shard_state
 
 DATA_AXIS = "data"
 
@@ -302,7 +306,7 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
     logging.info("[%s] initialised from %s; fresh: %s", config.name, previous,
                  ", ".join(sorted({p.rsplit("/", 1)[0] for p in fresh})) or "nothing")
   elif config.vgg16_weights:
-    from rednet_jax.vgg_import import load_vgg16_into_encoder  # pylint: disable=g-import-not-at-top
+    from rednet_jax.models.pretrained import load_vgg16_into_encoder  # pylint: disable=g-import-not-at-top
     loaded = load_vgg16_into_encoder(
         jax.device_get({"params": state.params, "batch_stats": state.batch_stats}),
         os.path.expanduser(config.vgg16_weights))
@@ -314,7 +318,7 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
                                target_square=config.loss.target_square,
                                loss_weights=dict(config.loss.weights), data_axis=DATA_AXIS,
                                state_sharding=state_sharding, init_from=config.z0_in_training)
-  eval_step = evaluation.make_eval_step(model, data.mean_shape, mesh, DATA_AXIS)
+  eval_step = held_out.make_eval_step(model, data.mean_shape, mesh, DATA_AXIS)
   by_batch = NamedSharding(mesh, P(DATA_AXIS))
 
   def to_global(batch):
@@ -322,7 +326,7 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
 
   def run_eval(step: int):
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    metrics, details = evaluation.evaluate(eval_step, variables, iter(data.eval), to_global)
+    metrics, details = held_out.evaluate(eval_step, variables, iter(data.eval), to_global)
     log.write(step, "eval", metrics)
     logging.info("[%s] step %d eval: nme_io %.2f %%  fr10 %.2f %%  auc10 %.3f  (%d frames)",
                  config.name, step, metrics["nme_io"], metrics["fr10_io"], metrics["auc10_io"],

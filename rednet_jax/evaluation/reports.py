@@ -9,8 +9,8 @@ import cv2
 import matplotlib
 import numpy as np
 
-from rednet_jax import metrics
-from rednet_jax.mp4 import Mp4Writer
+from rednet_jax.evaluation import metrics
+from rednet_jax.inference.mp4 import Mp4Writer
 
 matplotlib.use("Agg")  # files only; no display on training machines
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position

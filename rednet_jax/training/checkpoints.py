@@ -80,7 +80,7 @@ def init_from_previous_stage(variables: dict[str, Any], previous_stage_dir: str,
   classes changed), keep their fresh init; their paths are returned. BatchNorm statistics
   kept per spatial step follow a change of K (`_adapt_per_step_statistics`); any other shape
   must agree leaf by leaf (ConfigError naming the leaf otherwise)."""
-  from rednet_jax.configs import ConfigError  # pylint: disable=g-import-not-at-top
+  from rednet_jax.training.configs import ConfigError  # pylint: disable=g-import-not-at-top
   manager = checkpoint_manager(previous_stage_dir)
   step = manager.latest_step()
   if step is None:

@@ -21,8 +21,8 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "experiments", "configs")
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS_DIR = os.path.join(_REPO, "experiments", "configs")
 
 
 def base_stage(name: str) -> ml_collections.ConfigDict:
@@ -38,7 +38,7 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.vgg16_weights = ""               # torch .pt or Keras .h5 VGG-16 (paper: ImageNet init)
 
   c.data = ml_collections.ConfigDict()
-  c.data.kind = "image_folder"       # see rednet_jax/input_pipeline.py
+  c.data.kind = "image_folder"       # see rednet_jax/training/input_pipeline.py
   c.data.root = ""
   c.data.train_split = "train"       # manifest split ("" : every annotated image under root)
   c.data.eval_split = "val"
@@ -86,7 +86,7 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.model.use_shape_regression = True
   c.model.dropout_rate = 0.4
   c.model.bn_momentum = 0.99
-  c.model.readout = "cluster_centroid"   # paper; 'probability_centroid': sub-pixel (feedback.py)
+  c.model.readout = "cluster_centroid"   # paper; 'probability_centroid': sub-pixel (models/readout.py)
   c.model.readout_window = 7
   c.model.dtype = "float32"
 
@@ -248,10 +248,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every stage's values before anything is built or compiled; raises ConfigError
   listing each bad field as the user would type it (`image.data.batch_size`)."""
   # Imported here: configs.py is imported by the configs themselves, before JAX is needed.
-  from rednet_jax.feedback import READOUTS  # pylint: disable=g-import-not-at-top
-  from rednet_jax.input_pipeline import KINDS  # pylint: disable=g-import-not-at-top
+  from rednet_jax.models.readout import READOUTS  # pylint: disable=g-import-not-at-top
+  from rednet_jax.training.input_pipeline import KINDS  # pylint: disable=g-import-not-at-top
   from rednet_jax.models import MODELS  # pylint: disable=g-import-not-at-top
-  from rednet_jax.reports import STAGE_OUTPUTS  # pylint: disable=g-import-not-at-top
+  from rednet_jax.evaluation.reports import STAGE_OUTPUTS  # pylint: disable=g-import-not-at-top
   problems = []
   if "curriculum" in config:
     missing = [n for n in config.curriculum if n not in config]

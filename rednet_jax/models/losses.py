@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rednet_jax.feedback import render_label_map
+from rednet_jax.models.targets import render_label_map
 
 
 def response_map_loss(logits: jax.Array, landmarks: jax.Array, target_square: int) -> jax.Array:

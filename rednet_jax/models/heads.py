@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rednet_jax.layers import ConvBNReLU, max_pool_with_argmax, scaled_channels
+from rednet_jax.models.layers import ConvBNReLU, max_pool_with_argmax, scaled_channels
 
 Dtype = Any
 LSTMCarry = tuple[jax.Array, jax.Array]  # flax LSTM carry order: (cell c, hidden h)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, held-out evaluation during training, the benchmark protocols and reports."""

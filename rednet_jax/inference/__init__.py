@@ -1,0 +1,1 @@
+"""Inference: exported models, the streaming tracker, the face detector, the stabiliser and video I/O."""

@@ -1,0 +1,77 @@
+"""The VGG-16 encoder with indexed pooling and its mirrored decoder (RED-Net v1 and v2's VGG
+variant)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rednet_jax.models.layers import (ConvBNReLU, max_pool_with_argmax, scaled_channels,
+                                      unpool_with_argmax)
+
+Dtype = Any
+
+# VGG-16 convolution stages (channels per conv); a pool follows every stage.
+VGG16_STAGES: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256),
+                                             (512, 512, 512), (512, 512, 512))
+
+
+class VGG16Encoder(nn.Module):
+  """The 13 convolutions of VGG-16, BN + ReLU after each, 5 indexed 2x2 max-pools.
+
+  Layer names follow VGG (`conv1_1` ... `conv5_3`) so ImageNet weights map one-to-one
+  (see `rednet_jax.models.pretrained`). Returns the bottleneck (H/32, W/32, 512*width), the pooling
+  indices of the 5 pools (shallow first) and the features named in `keep` (before pooling).
+  """
+  width: float = 1.0
+  bn_momentum: float = 0.99
+  dtype: Dtype = jnp.float32
+  keep: Sequence[str] = ("conv2_2", "conv4_3")
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool):
+    indices, kept = [], {}
+    for stage, stage_channels in enumerate(VGG16_STAGES, start=1):
+      for layer, channels in enumerate(stage_channels, start=1):
+        name = f"conv{stage}_{layer}"
+        x = ConvBNReLU(scaled_channels(channels, self.width), bn_momentum=self.bn_momentum,
+                       dtype=self.dtype, name=name)(x, train)
+        if name in self.keep:
+          kept[name] = x
+      x, index = max_pool_with_argmax(x)
+      indices.append(index)
+    return x, indices, kept
+
+
+class VGG16Decoder(nn.Module):
+  """Mirror of `VGG16Encoder`: indexed unpooling before each stage, BN + ReLU after each conv.
+
+  The last convolution of the mirrored stage 1 outputs `out_channels` logits with no BN/ReLU
+  (a rectified logit could not express "unlikely"); every other conv mirrors the encoder with
+  the channel count of the layer it mirrors, e.g. stage 4 runs 512, 512, 256.
+  """
+  out_channels: int
+  width: float = 1.0
+  bn_momentum: float = 0.99
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, indices: Sequence[jax.Array], train: bool) -> jax.Array:
+    for stage in range(len(VGG16_STAGES), 0, -1):
+      x = unpool_with_argmax(x, indices[stage - 1])
+      stage_channels = VGG16_STAGES[stage - 1]
+      n = len(stage_channels)
+      # Mirrored conv j outputs the channel count of the encoder layer feeding the mirrored one.
+      outputs = list(stage_channels[:-1][::-1]) + [VGG16_STAGES[stage - 2][-1] if stage > 1 else None]
+      for layer, channels in zip(range(n, 0, -1), outputs):
+        name = f"deconv{stage}_{layer}"
+        if channels is None:
+          x = nn.Conv(self.out_channels, (3, 3), padding="SAME", dtype=self.dtype,
+                      name=name)(x)
+        else:
+          x = ConvBNReLU(scaled_channels(channels, self.width), bn_momentum=self.bn_momentum,
+                         dtype=self.dtype, name=name)(x, train)
+    return x
