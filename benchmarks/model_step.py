@@ -36,8 +36,7 @@ def measure(width: float, size: int, k: int) -> dict:
   import jax.numpy as jnp
   import numpy as np
   from rednet_jax.models import build_model
-  from rednet_jax.training.train_step import (TrainState, make_optimizer, make_train_step,
-                                     normalise_images)
+  from rednet_jax.training.train_step import TrainState, make_optimizer, make_train_step
 
   t = FLAGS.frames
   t_start = time.perf_counter()
@@ -49,7 +48,7 @@ def measure(width: float, size: int, k: int) -> dict:
   batch = {"image": rng.integers(0, 256, size=(1, t, size, size, 3), dtype=np.uint8),
            "landmarks": mean_shape + jnp.asarray(rng.normal(size=(1, t, 68, 2)), jnp.float32),
            "identity": jnp.zeros((1,), jnp.int32), "valid": jnp.ones((1,), bool)}
-  frames = normalise_images(batch["image"])
+  frames = model.normalise(batch["image"])
   init_points = jnp.broadcast_to(mean_shape, batch["landmarks"].shape)
   log = lambda *a: print(f"[{time.perf_counter() - t_start:7.1f}s]", *a, file=sys.stderr,
                          flush=True)
@@ -64,7 +63,7 @@ def measure(width: float, size: int, k: int) -> dict:
   # f_REG weight 0.01: at lr 0.01 an unweighted Euclidean f_REG loss diverges in a few steps
   # (its 512-d max-pooled ReLU features make the curvature ~2|x|^2 >> 2/lr).
   train_step = make_train_step(model, tx, schedule, mean_shape, mesh,
-                               loss_weights={"shape": 0.01})
+                               loss_fields={"weights": {"shape": 0.01}})
 
   def forward(variables, frames):
     return model.apply(variables, frames, init_points)["points"][-1]

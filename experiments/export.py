@@ -28,9 +28,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.", r
 _STAGE = flags.DEFINE_string("stage", None, "Stage to export (may be left out when the workdir "
                              "holds one stage).")
 _OUT = flags.DEFINE_string("out", None, "Folder to write the model into.", required=True)
-_READOUT = flags.DEFINE_enum("readout", None, ["cluster_centroid", "probability_centroid"],
-                             "Store this read-out instead of the trained one.")
-_READOUT_WINDOW = flags.DEFINE_integer("readout_window", None, "Store this probability_centroid "
+_READOUT = flags.DEFINE_string("readout", None,
+                               "Store this read-out instead of the trained one.")
+_READOUT_WINDOW = flags.DEFINE_integer("readout_window", None, "Store this sub-pixel read-out "
                                        "window (odd, px) instead of the trained one.")
 
 

@@ -96,11 +96,12 @@ def define_model_flags() -> Callable[[], object]:
                                 "workdir, used with its recorded config.")
   stage = flags.DEFINE_string("stage", None, "With --workdir: the stage (may be left out when "
                               "the workdir holds one).")
-  readout = flags.DEFINE_enum("readout", None, ["cluster_centroid", "probability_centroid"],
-                              "Landmark read-out from the responses instead of the model's own "
-                              "(cluster_centroid: the paper's; probability_centroid: sub-pixel).")
+  readout = flags.DEFINE_string("readout", None,
+                                "Landmark read-out from the responses instead of the model's own "
+                                "(RED-Net v1: cluster_centroid, the paper's, or "
+                                "probability_centroid, sub-pixel; see the system's `readout`).")
   readout_window = flags.DEFINE_integer("readout_window", None, "Window side (odd, px) of the "
-                                        "probability_centroid read-out instead of the model's.")
+                                        "sub-pixel read-out instead of the model's.")
 
   def load():
     from rednet_jax.training import configs

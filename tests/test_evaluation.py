@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rednet_jax.evaluation import reports
-from rednet_jax.evaluation.held_out import track_clip
+from rednet_jax.models.system import track_clip
 from rednet_jax.evaluation.metrics import normalised_errors, summarise
 from test_train_step import L, real_init
 from rednet_jax.models import build_model

@@ -64,8 +64,7 @@ def test_saved_model_round_trips_and_predicts_like_the_module(tiny_model_dir):
   assert out["steps"].shape == (1, 2, 68, 2) and out["confidence"].shape == (2,)
   assert np.all((out["confidence"] > 0) & (out["confidence"] <= 1))
   # The same weights through the module directly.
-  from rednet_jax.training.train_step import normalise_images
-  direct = model.module.apply(model.variables, normalise_images(crops)[:, None],
+  direct = model.module.apply(model.variables, model.module.normalise(crops)[:, None],
                               jnp.broadcast_to(model.mean_shape, (2, 1, 68, 2)),
                               model.initial_carry(2), train=False)
   np.testing.assert_allclose(out["steps"], np.asarray(direct["points"][:, :, 0]), atol=1e-5)
@@ -146,8 +145,10 @@ def test_tracker_crops_around_its_previous_prediction_and_carries_the_lstm(tiny_
   np.testing.assert_allclose(centres[1], face_box(previous, 1.0)[0], rtol=1e-6)
   # The carried state changes the model's output (f_tRNN replaces C_pe in this model).
   crop1, _ = model.crop(frames[1], *face_box(previous, 1.0))
-  with_carry = model.run_crops(crop1[None], carry=carry)["logits"]
-  without = model.run_crops(crop1[None])["logits"]
+  frames = model.module.normalise(crop1[None, None])
+  init = jnp.asarray(model.mean_shape)[None, None]
+  with_carry = model.module.apply(model.variables, frames, init, carry)["logits"]
+  without = model.module.apply(model.variables, frames, init)["logits"]
   assert np.abs(with_carry - without).max() > 1e-6
 
 

@@ -126,14 +126,14 @@ def test_missing_video_data_says_where_it_looked(tmp_path):
     train_stage(config, str(tmp_path))
 
 
-def test_stage_chain_from_vgg16_weights_through_the_trainer(tmp_path):
+def test_stage_chain_from_pretrained_vgg16_through_the_trainer(tmp_path):
   """image stage from a local VGG-16 file, then the identity stage from the image stage, both
   at learning rate 0 so the saved checkpoints show what each stage started from: the encoder
   holds VGG's kernels, and the identity stage holds every image-stage parameter plus a fresh
   classifier."""
   config = load_config("quickstart:tiny")
   image, identity = config.image, config.identity
-  image.vgg16_weights = os.path.join(REPO, "tests", "fixtures", "vgg16_w16.pt")
+  image.pretrained_weights = os.path.join(REPO, "tests", "fixtures", "vgg16_w16.pt")
   for stage in (image, identity):
     stage.optimizer.learning_rate, stage.num_epochs, stage.outputs = 0.0, 1, ()
   train_stage(image, str(tmp_path))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rednet_jax.models.pretrained import (CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD,
-                                   VGG16_LAYER_NAMES, VGGWeightsError, load_vgg16_into_encoder,
+                                   VGG16_LAYER_NAMES, PretrainedWeightsError, load_vgg16_into_encoder,
                                    read_torch_state_dict, read_vgg16_layers)
 from test_rednet_v1 import init_variables, small_model
 
@@ -128,29 +128,29 @@ def test_keras_caffe_style_weights_are_rewritten_for_our_input_normalisation(tmp
 
 def test_width_mismatch_names_the_file_and_layer(tmp_path):
   model = small_model(width=1 / 8)
-  with pytest.raises(VGGWeightsError, match=r"vgg16_w16\.pt: conv1_1 .*check the model width"):
+  with pytest.raises(PretrainedWeightsError, match=r"vgg16_w16\.pt: conv1_1 .*check the model width"):
     load_vgg16_into_encoder(init_variables(model), os.path.join(FIXTURES, "vgg16_w16.pt"))
 
 
 def test_bad_files_are_clear_errors(tmp_path):
-  with pytest.raises(VGGWeightsError, match="no such file"):
+  with pytest.raises(PretrainedWeightsError, match="no such file"):
     read_vgg16_layers(str(tmp_path / "missing.pt"))
   not_zip = tmp_path / "legacy.pt"
   not_zip.write_bytes(b"\x80\x02 legacy pickle")
-  with pytest.raises(VGGWeightsError, match="legacy.pt: not a zip-format"):
+  with pytest.raises(PretrainedWeightsError, match="legacy.pt: not a zip-format"):
     read_vgg16_layers(str(not_zip))
   # A pickle that asks for anything but tensors is refused, never executed.
   evil = tmp_path / "evil.pt"
   with zipfile.ZipFile(evil, "w") as z:
     z.writestr("evil/data.pkl", pickle.dumps(collections.Counter(a=1)))
-  with pytest.raises(VGGWeightsError, match="refusing to unpickle collections.Counter"):
+  with pytest.raises(PretrainedWeightsError, match="refusing to unpickle collections.Counter"):
     read_torch_state_dict(str(evil))
   truncated = tmp_path / "few_layers.h5"
   with h5py.File(truncated, "w") as f:
     f.create_group("block1_conv1")
-  with pytest.raises(VGGWeightsError, match="few_layers.h5: layer 'block1_conv1' lists"):
+  with pytest.raises(PretrainedWeightsError, match="few_layers.h5: layer 'block1_conv1' lists"):
     read_vgg16_layers(str(truncated))
   not_h5 = tmp_path / "text.h5"
   not_h5.write_text("hello")
-  with pytest.raises(VGGWeightsError, match="text.h5: cannot read as HDF5"):
+  with pytest.raises(PretrainedWeightsError, match="text.h5: cannot read as HDF5"):
     read_vgg16_layers(str(not_h5))

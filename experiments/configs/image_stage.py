@@ -9,7 +9,7 @@ and holds out the 300-W test folders.
 Command (accelerators; GPU or TPU, one host or many):
   python experiments/run.py --config=image_stage --workdir=$HOME/runs/rednet68 \
     --config.data.root=$HOME/data/300w/train --config.data.eval_root=$HOME/data/300w/test \
-    --config.vgg16_weights=$HOME/weights/vgg16.pt
+    --config.pretrained_weights=$HOME/weights/vgg16.pt
 Hardware: one GPU or TPU host; batch 32 crops of 128 px. 983 steps/epoch x 30 epochs.
 Expected time: not measured yet (no accelerator has been lent to this project; on this 2-core
 CPU a width-1.0 K=3 step on 10 frames takes 21.5 s, see README's benchmark).

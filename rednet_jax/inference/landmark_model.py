@@ -28,9 +28,8 @@ import orbax.checkpoint as ocp
 from data_pipelines.face_crops import crop_matrix, face_box, transform_points
 from rednet_jax.training import checkpoints
 from rednet_jax.inference.detection import Face, FaceDetector
-from rednet_jax.models import build_model
+from rednet_jax.models import MODELS, build_model
 from rednet_jax.inference.stabiliser import OneEuroFilter
-from rednet_jax.training.train_step import normalise_images
 
 MODEL_FILE, VARIABLES_DIR = "model.json", "variables"
 DEFAULT_MODEL_DIR = str(importlib.resources.files("rednet_jax") / "assets" / "faces300w_cpu")
@@ -71,12 +70,12 @@ def save_model(out_dir: str, model_fields: dict, variables: Any, size: int, box_
 def _model_parts(checkpoint_dir: str, stage_config, info: dict | None):
   saved = checkpoints.restore_leaves(checkpoint_dir, ("variables", "mean_shape"))
   model_fields = dict(stage_config["model"])
-  # f_CLS (identity classifier) and f_REG (shape regression) are training devices: the
-  # landmarks are read from the responses, so inference neither needs nor runs them.
-  variables = {collection: {k: v for k, v in tree.items() if k not in ("identity", "shape")}
+  # Heads that only train (RED-Net's f_CLS, f_REG) are switched off and their variables left out.
+  system = MODELS[model_fields["name"]]
+  variables = {collection: {k: v for k, v in tree.items()
+                            if k not in system.training_only_modules}
                for collection, tree in saved["variables"].items()}
-  model_fields.update(use_identity=False, num_identities=0, use_shape_regression=False,
-                      dropout_rate=0.0)
+  model_fields.update(system.inference_overrides)
   info = {**(info or {}), "checkpoint_step": int(saved["step"])}
   return (model_fields, variables, stage_config["data"]["size"],
           stage_config["data"]["box_scale"], saved["mean_shape"], info)
@@ -130,7 +129,7 @@ def run_stage_parts(workdir: str, stage: str | None = None, config=None):
 def export_run_stage(workdir: str, stage: str | None, out_dir: str, config=None,
                      readout: dict | None = None) -> str:
   """Exports a stage of a training run (`run_stage_parts`) into `out_dir`. `readout`: values of
-  READOUT_FIELDS to store instead of the trained ones (recorded in the model's info as
+  the system's `readout_fields` to store instead of the trained ones (recorded in the model's info as
   `readout_at_export`, beside the training config that still holds the trained values)."""
   fields, variables, size, box_scale, mean_shape, info = run_stage_parts(workdir, stage, config)
   chosen = {k: v for k, v in (readout or {}).items() if v is not None}
@@ -140,15 +139,13 @@ def export_run_stage(workdir: str, stage: str | None, out_dir: str, config=None,
   return save_model(out_dir, fields, variables, size, box_scale, mean_shape, info)
 
 
-# Model fields that change how landmarks are read from the responses, not the weights: a loaded
-# model may take other values than it was trained or exported with (to measure a read-out).
-READOUT_FIELDS = ("readout", "readout_window")
-
-
 def _with_readout(description: dict, readout: dict | None) -> dict:
-  unknown = set(readout or {}) - set(READOUT_FIELDS)
+  """The description with other values of the system's `readout_fields` (fields that change
+  how landmarks are read from the responses, not the weights)."""
+  allowed = MODELS[description["model"]["name"]].readout_fields
+  unknown = set(readout or {}) - set(allowed)
   if unknown:
-    raise ValueError(f"only {READOUT_FIELDS} may be changed at load time, got {sorted(unknown)}")
+    raise ValueError(f"only {allowed} may be changed at load time, got {sorted(unknown)}")
   description = dict(description)
   description["model"] = {**description["model"],
                           **{k: v for k, v in (readout or {}).items() if v is not None}}
@@ -158,7 +155,7 @@ def _with_readout(description: dict, readout: dict | None) -> dict:
 def load_run_stage(workdir: str, stage: str | None = None, readout: dict | None = None
                    ) -> "LandmarkModel":
   """A stage of a training run as a LandmarkModel, without writing an export. `readout`:
-  values of READOUT_FIELDS to use instead of the trained ones."""
+  values of the system's `readout_fields` to use instead of the trained ones."""
   fields, variables, size, box_scale, mean_shape, info = run_stage_parts(workdir, stage)
   description = _with_readout(_description(fields, size, box_scale, mean_shape, info), readout)
   return LandmarkModel(description, jax.tree.map(jnp.asarray, variables), info["run"])
@@ -166,7 +163,7 @@ def load_run_stage(workdir: str, stage: str | None = None, readout: dict | None 
 
 def load_model(path: str | None = None, readout: dict | None = None) -> "LandmarkModel":
   """An exported model folder (default: the shipped checkpoint). `readout`: values of
-  READOUT_FIELDS to use instead of the exported ones."""
+  the system's `readout_fields` to use instead of the exported ones."""
   path = os.path.abspath(os.path.expanduser(path or DEFAULT_MODEL_DIR))
   model_file = os.path.join(path, MODEL_FILE)
   if not os.path.isfile(model_file):
@@ -177,13 +174,6 @@ def load_model(path: str | None = None, readout: dict | None = None) -> "Landmar
   variables = ocp.StandardCheckpointer().restore(os.path.join(path, VARIABLES_DIR))
   return LandmarkModel(_with_readout(description, readout), jax.tree.map(jnp.asarray, variables),
                        path)
-
-
-def landmark_confidence(logits: jax.Array) -> jax.Array:
-  """(..., H, W, L+1) response logits -> (...,) the mean over landmarks of each landmark
-  channel's peak probability (channel 0 is background)."""
-  probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., 1:]
-  return probabilities.max(axis=(-3, -2)).mean(axis=-1)
 
 
 class LandmarkModel:
@@ -197,7 +187,7 @@ class LandmarkModel:
     self.box_scale = float(description["box_scale"])
     self.mean_shape = np.asarray(description["mean_shape"], np.float32)
     self.num_landmarks = self.mean_shape.shape[0]
-    self.uses_temporal = bool(fields.get("use_temporal"))
+    self.uses_temporal = self.module.initial_carry(1) is not None
     # Tracking confidence below this: the Tracker re-detects (benchmarks/face_presence.py).
     self.min_confidence = float(description.get("min_confidence", DEFAULT_MIN_CONFIDENCE))
     # Tracker.face_score below this: no face (benchmarks/face_presence.py writes it).
@@ -205,11 +195,10 @@ class LandmarkModel:
                                                     DEFAULT_PRESENCE_THRESHOLD))
 
     def apply(variables, crops, init_points, carry):
-      out = self.module.apply(variables, normalise_images(crops)[:, None], init_points[:, None],
-                              carry, train=False)
+      out = self.module.apply(variables, self.module.normalise(crops)[:, None],
+                              init_points[:, None], carry, train=False)
       return {"steps": out["points"][:, :, 0],                         # (K, B, L, 2)
-              "confidence": landmark_confidence(out["logits"][-1, :, 0]),
-              "logits": out["logits"][:, :, 0], "carry": out["carry"]}
+              "confidence": self.module.confidence(out)[:, 0], "carry": out["carry"]}
 
     self._apply = jax.jit(apply)
 
@@ -227,7 +216,7 @@ class LandmarkModel:
   def run_crops(self, crops: np.ndarray, init_points: np.ndarray | None = None, carry=None
                 ) -> dict[str, Any]:
     """crops uint8 (B, size, size, 3); init_points z_0 (B, L, 2) in crop pixels (None: the
-    mean shape). Returns steps (K, B, L, 2) crop px, confidence (B,), logits (K, B, S, S, L+1),
+    mean shape). Returns steps (K, B, L, 2) crop px, confidence (B,) (`System.confidence`),
     carry (the LSTM state to pass with the next frame of the same faces)."""
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3):

@@ -1,21 +1,23 @@
-"""Model registry: `config.model.name` selects one file of this package; the other fields of
-`config.model` are that module's dataclass fields."""
+"""Model registry: `config.model.name` selects a system (one file of this package, a
+`system.System`); the other fields of `config.model` are that module's dataclass fields."""
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-import flax.linen as nn
 import jax.numpy as jnp
 
 from rednet_jax.models.rednet_v1 import RedNetV1
+from rednet_jax.models.rednet_v2 import RedNetV2
+from rednet_jax.models.system import System
 
-MODELS: dict[str, type[nn.Module]] = {
+MODELS: dict[str, type[System]] = {
     "rednet_v1": RedNetV1,
+    "rednet_v2": RedNetV2,
 }
 
 
-def build_model(model_config: Mapping[str, Any]) -> nn.Module:
+def build_model(model_config: Mapping[str, Any]) -> System:
   """Instantiates `MODELS[model_config["name"]]` with the remaining fields; unknown names and
   fields are errors (a typo in a sweep must not silently fall back to a default)."""
   fields = dict(model_config)

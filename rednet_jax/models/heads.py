@@ -31,33 +31,49 @@ class TemporalLSTM(nn.Module):
 
   code: (B, T, h, w, C); carry: (c, h) each (B, hidden). Returns (new code, new carry); the carry
   makes a long video processable in chunks with identical results.
+
+  pooling='average' is RED-Net v2's f_trn: the code is average-pooled to a vector and the
+  projected LSTM output is spread back over every position (upsampling a 1x1 map).
   """
   hidden: int = 256
   residual: bool = False
+  pooling: str = "max_indexed"            # v1; 'average': v2
 
   @nn.compact
   def __call__(self, code: jax.Array, carry: LSTMCarry) -> tuple[jax.Array, LSTMCarry]:
     b, t, h, w, c = code.shape
-    pooled, index = max_pool_with_argmax(code.reshape(b * t, h, w, c), (h, w))
+    if self.pooling == "max_indexed":
+      pooled, index = max_pool_with_argmax(code.reshape(b * t, h, w, c), (h, w))
+    elif self.pooling == "average":
+      pooled = code.mean(axis=(2, 3))
+    else:
+      raise ValueError(f"pooling must be 'max_indexed' or 'average', got {self.pooling!r}")
     sequence = pooled.reshape(b, t, c).astype(jnp.float32)
     lstm = nn.scan(nn.OptimizedLSTMCell, variable_broadcast="params",
                    split_rngs={"params": False}, in_axes=1, out_axes=1)
     carry, hidden_states = lstm(self.hidden, name="lstm")(carry, sequence)
     proj_init = nn.initializers.zeros if self.residual else nn.initializers.lecun_normal()
     update = nn.Dense(c, kernel_init=proj_init, name="proj")(hidden_states).astype(code.dtype)
+    if self.pooling == "average":
+      spread = jnp.broadcast_to(update[:, :, None, None], code.shape)
+      return (code + spread if self.residual else spread), carry
     one_hot = jax.nn.one_hot(index.reshape(b, t, c), h * w, dtype=code.dtype)  # (B, T, C, hw)
     unpooled = (one_hot * update[..., None]).reshape(b, t, c, h, w).transpose(0, 1, 3, 4, 2)
     return (code + unpooled if self.residual else unpooled), carry
 
 
 class IdentityHead(nn.Module):
-  """f_CLS: average-pool C_id over space (4x4 at 128 px), dropout, dense to N identities."""
+  """f_CLS: average-pool C_id over space (4x4 at 128 px), dropout, dense to N identities.
+  With `embedding` > 0 (v2: 256) a dense ReLU layer of that size comes before the dropout."""
   num_identities: int
   dropout_rate: float = 0.4
+  embedding: int = 0
 
   @nn.compact
   def __call__(self, identity_code: jax.Array, train: bool) -> jax.Array:
     x = jnp.mean(identity_code.astype(jnp.float32), axis=(-3, -2))
+    if self.embedding:
+      x = nn.relu(nn.Dense(self.embedding, name="embedding")(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return nn.Dense(self.num_identities, name="logits")(x)
 

@@ -29,17 +29,16 @@ from typing import Any
 
 import numpy as np
 
+from rednet_jax.models.system import IMAGENET_MEAN, IMAGENET_STD
 from rednet_jax.models.vgg import VGG16_STAGES
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB, images in [0, 1]
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)  # Keras/Caffe VGG, 0-255 BGR
 
 VGG16_LAYER_NAMES = tuple(f"conv{s}_{l}" for s, stage in enumerate(VGG16_STAGES, 1)
                           for l in range(1, len(stage) + 1))
 
 
-class VGGWeightsError(ValueError):
+class PretrainedWeightsError(ValueError):
   """A weights file that cannot be used; the message names the file and the problem."""
 
 
@@ -79,13 +78,13 @@ class _StateDictUnpickler(pickle.Unpickler):
       return lambda data, *unused: data
     if module == "torch" and name in _TORCH_STORAGE_DTYPES:
       return _StorageType(_TORCH_STORAGE_DTYPES[name])
-    raise VGGWeightsError(f"{self._path}: refusing to unpickle {module}.{name}; expected a "
+    raise PretrainedWeightsError(f"{self._path}: refusing to unpickle {module}.{name}; expected a "
                           "plain state_dict of tensors (save model.state_dict(), not the model)")
 
   def persistent_load(self, pid):
     kind, storage_type, key, _location, numel = pid
     if kind != "storage" or not isinstance(storage_type, _StorageType):
-      raise VGGWeightsError(f"{self._path}: unsupported storage record {pid!r}")
+      raise PretrainedWeightsError(f"{self._path}: unsupported storage record {pid!r}")
     raw = self._archive.read(f"{self._prefix}/data/{key}")
     return np.frombuffer(raw, dtype=storage_type.dtype, count=numel)
 
@@ -93,22 +92,22 @@ class _StateDictUnpickler(pickle.Unpickler):
 def read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   """Reads a `torch.save`d state_dict (zip format, PyTorch >= 1.6) into NumPy arrays."""
   if not zipfile.is_zipfile(path):
-    raise VGGWeightsError(f"{path}: not a zip-format torch.save file (legacy pre-1.6 files are "
+    raise PretrainedWeightsError(f"{path}: not a zip-format torch.save file (legacy pre-1.6 files are "
                           "not supported; re-save with a current PyTorch)")
   with zipfile.ZipFile(path) as archive:
     pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
     if len(pickles) != 1:
-      raise VGGWeightsError(f"{path}: expected one data.pkl in the archive, found {pickles}")
+      raise PretrainedWeightsError(f"{path}: expected one data.pkl in the archive, found {pickles}")
     prefix = pickles[0][:-len("/data.pkl")] if "/" in pickles[0] else ""
     byteorder = f"{prefix}/byteorder"
     if byteorder in archive.namelist() and archive.read(byteorder).strip() != b"little":
-      raise VGGWeightsError(f"{path}: big-endian tensors are not supported")
+      raise PretrainedWeightsError(f"{path}: big-endian tensors are not supported")
     with archive.open(pickles[0]) as f:
       state = _StateDictUnpickler(f, archive, prefix, path).load()
   if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
     state = state["state_dict"]
   if not isinstance(state, dict):
-    raise VGGWeightsError(f"{path}: top-level object is {type(state).__name__}, not a state_dict")
+    raise PretrainedWeightsError(f"{path}: top-level object is {type(state).__name__}, not a state_dict")
   return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, np.ndarray)}
 
 
@@ -117,7 +116,7 @@ def _torch_vgg_layers(state: dict[str, np.ndarray], path: str) -> list[dict[str,
   conv_indices = sorted(int(k.split(".")[1]) for k, v in state.items()
                         if k.startswith("features.") and k.endswith(".weight") and v.ndim == 4)
   if len(conv_indices) != 13:
-    raise VGGWeightsError(f"{path}: found {len(conv_indices)} convolution weights under "
+    raise PretrainedWeightsError(f"{path}: found {len(conv_indices)} convolution weights under "
                           "'features.*', expected the 13 of VGG-16")
   layers = []
   for i in conv_indices:
@@ -141,19 +140,19 @@ def _keras_vgg_layers(path: str) -> list[dict[str, np.ndarray]]:
         for l in range(1, len(stage) + 1):
           name = f"block{s}_conv{l}"
           if name not in root:
-            raise VGGWeightsError(f"{path}: no layer {name!r}; found {sorted(root.keys())[:20]}")
+            raise PretrainedWeightsError(f"{path}: no layer {name!r}; found {sorted(root.keys())[:20]}")
           group = root[name]
           names = [n.decode() if isinstance(n, bytes) else n
                    for n in group.attrs.get("weight_names", [])]
           kernel = [n for n in names if "kernel" in n]
           bias = [n for n in names if "bias" in n]
           if len(kernel) != 1 or len(bias) != 1:
-            raise VGGWeightsError(f"{path}: layer {name!r} lists weights {names}, expected one "
+            raise PretrainedWeightsError(f"{path}: layer {name!r} lists weights {names}, expected one "
                                   "kernel and one bias")
           layers.append({"kernel": np.asarray(group[kernel[0]], np.float32),
                          "bias": np.asarray(group[bias[0]], np.float32)})
   except OSError as e:
-    raise VGGWeightsError(f"{path}: cannot read as HDF5 ({e})") from e
+    raise PretrainedWeightsError(f"{path}: cannot read as HDF5 ({e})") from e
   return layers
 
 
@@ -169,7 +168,7 @@ def _caffe_first_conv_to_ours(kernel: np.ndarray, bias: np.ndarray):
 def read_vgg16_layers(path: str, source_format: str = "auto") -> list[dict[str, np.ndarray]]:
   """13 dicts (kernel HWIO, bias, optional BN scale/bn_bias/mean/var) in our input convention."""
   if not os.path.isfile(path):
-    raise VGGWeightsError(f"{path}: no such file (VGG-16 weights are never downloaded; "
+    raise PretrainedWeightsError(f"{path}: no such file (VGG-16 weights are never downloaded; "
                           "give the path of a local copy)")
   if source_format == "auto":
     source_format = "keras_h5" if path.endswith((".h5", ".hdf5")) else "torch"
@@ -182,7 +181,7 @@ def read_vgg16_layers(path: str, source_format: str = "auto") -> list[dict[str, 
   else:
     raise ValueError(f"source_format must be 'auto', 'torch' or 'keras_h5', got {source_format!r}")
   if layers[0]["kernel"].shape[2] != 3:
-    raise VGGWeightsError(f"{path}: first convolution takes {layers[0]['kernel'].shape[2]} "
+    raise PretrainedWeightsError(f"{path}: first convolution takes {layers[0]['kernel'].shape[2]} "
                           "input channels, expected 3 (RGB)")
   return layers
 
@@ -214,12 +213,12 @@ def load_vgg16_into_encoder(variables: dict[str, Any], path: str, source_format:
     target = conv["kernel"].shape
     if name == "conv1_1":
       if kernel.shape[:2] != target[:2] or kernel.shape[3] != target[3] or target[2] < 3:
-        raise VGGWeightsError(f"{path}: {name} kernel {kernel.shape} does not fit the encoder's "
+        raise PretrainedWeightsError(f"{path}: {name} kernel {kernel.shape} does not fit the encoder's "
                               f"{target} (3 image channels + feedback; check the model width)")
       kernel = np.concatenate(
           [kernel, np.zeros((*kernel.shape[:2], target[2] - 3, kernel.shape[3]), np.float32)], 2)
     if kernel.shape != target or layer["bias"].shape != conv["bias"].shape:
-      raise VGGWeightsError(f"{path}: {name} has kernel {kernel.shape}, bias "
+      raise PretrainedWeightsError(f"{path}: {name} has kernel {kernel.shape}, bias "
                             f"{layer['bias'].shape}; the encoder wants {target}, "
                             f"{conv['bias'].shape} (check the model width)")
     conv["kernel"], conv["bias"] = kernel, layer["bias"]
@@ -229,4 +228,72 @@ def load_vgg16_into_encoder(variables: dict[str, Any], path: str, source_format:
       if stats is not None:
         for key, value in (("mean", layer["mean"]), ("var", layer["var"])):
           stats[name]["bn"][key] = np.broadcast_to(value, stats[name]["bn"][key].shape).copy()
+  return variables
+
+
+def _torch_to_flax_kernel(weight: np.ndarray) -> np.ndarray:
+  """torch Conv2d (out, in, kh, kw) -> flax (kh, kw, in, out)."""
+  return np.transpose(weight, (2, 3, 1, 0)).astype(np.float32)
+
+
+def load_torchvision_resnet(variables: dict[str, Any], path: str,
+                            network_path: tuple[str, ...] = ("spatial", "network")
+                            ) -> dict[str, Any]:
+  """Returns a copy of `variables` with RED-Net v2's ResNet stem (C0) and encoder (C1..C4) taken
+  from a torchvision ResNet `state_dict` at `path` (resnet50 / 101 / 152; read without PyTorch,
+  as for VGG-16). torchvision's names map one-to-one: conv1/bn1 -> stem, layer{b}.{u}.conv{i} /
+  bn{i} / downsample.{0,1} -> encoder/block{b}_unit{u}/conv{i} / bn{i} / downsample_conv /
+  downsample_bn; fc is not used. The stem's extra input channels (feedback) start at zero.
+  Per-step BN statistics all receive the file's statistics. Every encoder layer must be in the
+  file with the encoder's shape; a mismatch names the layer and both shapes."""
+  import jax  # pylint: disable=g-import-not-at-top
+  state = read_torch_state_dict(path)
+  variables = jax.tree.map(np.array, variables)
+
+  def subtree(collection, *keys):
+    node = variables[collection]
+    for key in network_path + keys:
+      node = node[key]
+    return node
+
+  has_stats = "batch_stats" in variables
+  targets = [("stem", "conv1", "conv1"), ("stem", "bn1", "bn1")]
+  encoder = subtree("params", "encoder")
+  for unit_name, unit in encoder.items():
+    block, index = unit_name.removeprefix("block").split("_unit")
+    prefix = f"layer{block}.{index}"
+    for layer in unit:
+      torch_name = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}.get(
+          layer, layer)
+      targets.append((f"encoder/{unit_name}", layer, f"{prefix}.{torch_name}"))
+  used = set()
+  for module_path, layer, torch_name in targets:
+    keys = tuple(module_path.split("/")) + (layer,)
+    params = subtree("params", *keys)
+    if "kernel" in params:
+      name = f"{torch_name}.weight"
+      if name not in state:
+        raise PretrainedWeightsError(f"{path}: no {name} (is it a torchvision ResNet of this depth?)")
+      kernel = _torch_to_flax_kernel(state[name])
+      target = params["kernel"].shape
+      if keys == ("stem", "conv1") and kernel.shape[2] == 3 and target[2] > 3:
+        kernel = np.concatenate(
+            [kernel, np.zeros((*kernel.shape[:2], target[2] - 3, kernel.shape[3]), np.float32)], 2)
+      if kernel.shape != target:
+        raise PretrainedWeightsError(f"{path}: {name} has shape {kernel.shape} (as flax), the encoder "
+                              f"wants {target} at {'/'.join(keys)} (check the model width)")
+      params["kernel"] = kernel
+      used.add(name)
+    else:
+      for ours, theirs in (("scale", "weight"), ("bias", "bias")):
+        value = state.get(f"{torch_name}.{theirs}")
+        if value is None or value.shape != params[ours].shape:
+          raise PretrainedWeightsError(f"{path}: {torch_name}.{theirs} missing or of another shape "
+                                f"than {'/'.join(keys)}/{ours} {params[ours].shape}")
+        params[ours] = value.astype(np.float32)
+      if has_stats:
+        stats = subtree("batch_stats", *keys)
+        for ours, theirs in (("mean", "running_mean"), ("var", "running_var")):
+          stats[ours] = np.broadcast_to(state[f"{torch_name}.{theirs}"],
+                                        stats[ours].shape).astype(np.float32).copy()
   return variables

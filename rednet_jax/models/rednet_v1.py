@@ -31,7 +31,7 @@ Choices where the paper is silent (each a field, the paper's setting where it ha
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -39,6 +39,9 @@ import jax.numpy as jnp
 
 from rednet_jax.models.readout import read_landmarks
 from rednet_jax.models.targets import render_label_map, square_size_for_step
+from rednet_jax.models.losses import rednet_v1_loss
+from rednet_jax.models.readout import READOUTS
+from rednet_jax.models.system import System, imagenet_normalise
 from rednet_jax.models.heads import IdentityHead, LSTMCarry, ShapeRegressionHead, TemporalLSTM, zero_lstm_carry
 from rednet_jax.models.layers import scaled_channels
 from rednet_jax.models.vgg import VGG16_STAGES, VGG16Decoder, VGG16Encoder
@@ -90,7 +93,7 @@ class SpatialStep(nn.Module):
     return (new_points, head_features), (logits, new_points, lstm_carry)
 
 
-class RedNetV1(nn.Module):
+class RedNetV1(System):
   """RED-Net v1. See the module docstring; fields are the config's `model.*`."""
   num_landmarks: int = 68
   width: float = 1.0                      # channel multiplier; 1.0 = VGG-16
@@ -112,6 +115,52 @@ class RedNetV1(nn.Module):
   readout: str = "cluster_centroid"
   readout_window: int = 7
   dtype: Dtype = jnp.float32              # compute dtype of convolutions (bfloat16 on TPU/GPU)
+
+  # f_CLS and f_REG are training devices: landmarks are read from the responses.
+  inference_overrides = {"use_identity": False, "num_identities": 0,
+                         "use_shape_regression": False, "dropout_rate": 0.0}
+  training_only_modules = ("identity", "shape")
+
+  def normalise(self, images: jax.Array) -> jax.Array:
+    return imagenet_normalise(images)   # the encoder is ImageNet VGG-16's
+
+  def loss(self, outputs, batch, mean_shape, clip_weights=None, *, target_square: int = 3,
+           weights: Mapping[str, float] | None = None):
+    """`losses.rednet_v1_loss`: response cross-entropy against `target_square` label maps,
+    f_REG and f_CLS terms when present, weighted by `weights` (response, shape, identity)."""
+    return rednet_v1_loss(outputs, batch, mean_shape, target_square, dict(weights or {}),
+                          clip_weights)
+
+  def confidence(self, outputs: dict[str, Any]) -> jax.Array:
+    """Mean over landmarks of each landmark channel's peak softmax probability in the last
+    step's response (channel 0 is background); (B, T)."""
+    probabilities = jax.nn.softmax(outputs["logits"][-1].astype(jnp.float32), axis=-1)[..., 1:]
+    return probabilities.max(axis=(-3, -2)).mean(axis=-1)
+
+  def load_pretrained(self, variables, path):
+    from rednet_jax.models.pretrained import load_vgg16_into_encoder  # pylint: disable=g-import-not-at-top
+    return load_vgg16_into_encoder(variables, path)
+
+  @classmethod
+  def config_problems(cls, model: Mapping[str, Any], loss: Mapping[str, Any]
+                      ) -> list[tuple[str, str]]:
+    problems = []
+    for field in ("num_steps", "scan_unroll", "lstm_hidden"):
+      if not (isinstance(model[field], int) and model[field] >= 1):
+        problems.append((f"model.{field}", "must be a positive integer"))
+    if not model["width"] > 0:
+      problems.append(("model.width", "must be > 0"))
+    if model["readout"] not in READOUTS:
+      problems.append(("model.readout", f"must be one of {list(READOUTS)}"))
+    window = model["readout_window"]
+    if not (isinstance(window, int) and window >= 1 and window % 2 == 1):
+      problems.append(("model.readout_window", "must be an odd positive number of pixels"))
+    squares = model["feedback_squares"]
+    if not (len(squares) > 0 and all(isinstance(s, int) and s >= 1 and s % 2 for s in squares)):
+      problems.append(("model.feedback_squares", "must be odd positive square sides, e.g. (7, 5, 3)"))
+    if not (isinstance(loss.get("target_square", 3), int) and loss.get("target_square", 3) >= 1):
+      problems.append(("loss.target_square", "must be a positive integer"))
+    return problems
 
   def initial_carry(self, batch_size: int) -> LSTMCarry | None:
     """Temporal carry at the start of a video: one zero LSTM state per spatial step."""

@@ -66,14 +66,15 @@ def pixel_grid(size: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
   return (jnp.arange(w, dtype=jnp.float32)[None, :], jnp.arange(h, dtype=jnp.float32)[:, None])
 
 
-def render_gaussian_heatmaps(points: jax.Array, size: tuple[int, int], sigma: float) -> jax.Array:
-  """One channel per landmark, exp(-d^2 / (2 sigma^2)) around it, peak 1 (RED-Net v2's
+def render_gaussian_heatmaps(points: jax.Array, size: tuple[int, int], sigma: float,
+                             peak: float = 1.0) -> jax.Array:
+  """One channel per landmark, peak * exp(-d^2 / (2 sigma^2)) around it (RED-Net v2's
   regression target, sigma = 5 px). points (..., L, 2) -> (..., H, W, L) float32."""
   xs, ys = pixel_grid(size)
   px = points[..., 0, None, None].astype(jnp.float32)            # (..., L, 1, 1)
   py = points[..., 1, None, None].astype(jnp.float32)
   maps = jnp.exp(-((xs - px) ** 2 + (ys - py) ** 2) / (2.0 * sigma ** 2))  # (..., L, H, W)
-  return jnp.moveaxis(maps, -3, -1)
+  return peak * jnp.moveaxis(maps, -3, -1)
 
 
 def render_disks(points: jax.Array, size: tuple[int, int], radius: float) -> jax.Array:
@@ -84,3 +85,14 @@ def render_disks(points: jax.Array, size: tuple[int, int], radius: float) -> jax
   py = points[..., 1, None, None].astype(jnp.float32)
   inside = (xs - px) ** 2 + (ys - py) ** 2 <= radius ** 2
   return jnp.moveaxis(inside.astype(jnp.float32), -3, -1)
+
+
+def to_map_pixels(points: jax.Array) -> jax.Array:
+  """Input pixels -> pixels of a half-resolution response map (pixel centres at integers in
+  both: input pixels 2u and 2u + 1 make map pixel u, whose centre is input 2u + 0.5)."""
+  return (points + 0.5) / 2.0 - 0.5
+
+
+def to_input_pixels(points: jax.Array) -> jax.Array:
+  """Inverse of `to_map_pixels`."""
+  return (points + 0.5) * 2.0 - 0.5

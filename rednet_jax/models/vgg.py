@@ -32,7 +32,9 @@ class VGG16Encoder(nn.Module):
   keep: Sequence[str] = ("conv2_2", "conv4_3")
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool):
+  def __call__(self, x: jax.Array, train: bool, after_first_stage: jax.Array | None = None):
+    """`after_first_stage` (optional) is added to the first stage's pooled output (RED-Net v2's
+    'stem_add' feedback)."""
     indices, kept = [], {}
     for stage, stage_channels in enumerate(VGG16_STAGES, start=1):
       for layer, channels in enumerate(stage_channels, start=1):
@@ -43,6 +45,8 @@ class VGG16Encoder(nn.Module):
           kept[name] = x
       x, index = max_pool_with_argmax(x)
       indices.append(index)
+      if stage == 1 and after_first_stage is not None:
+        x = x + after_first_stage.astype(x.dtype)
     return x, indices, kept
 
 
@@ -74,4 +78,30 @@ class VGG16Decoder(nn.Module):
         else:
           x = ConvBNReLU(scaled_channels(channels, self.width), bn_momentum=self.bn_momentum,
                          dtype=self.dtype, name=name)(x, train)
+    return x
+
+
+# RED-Net v2's VGG decoder B4..B1 (Table 1: 3 x 512, 3 x 512, 3 x 256, 2 x 128), unpooling
+# before each block; the last conv of B3 and B2 narrows to the width of the encoder stage whose
+# pooling indices the next block unpools with (256, 128), as the paper's mirrored design needs.
+VGG_V2_DECODER_STAGES: tuple[tuple[int, ...], ...] = ((512, 512, 512), (512, 512, 256),
+                                                      (256, 256, 128), (128, 128))
+
+
+class UnpoolingDecoder(nn.Module):
+  """Blocks of (indexed unpooling, 3x3 convs with BN + ReLU), one per entry of `stages`, using
+  the encoder's pooling indices deepest first. RED-Net v2's B4..B1 stop at half the input
+  resolution (four unpoolings after VGG-16's five pools); the per-task 1x1 heads follow."""
+  stages: tuple[tuple[int, ...], ...] = VGG_V2_DECODER_STAGES
+  width: float = 1.0
+  bn_momentum: float = 0.99
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, indices: Sequence[jax.Array], train: bool) -> jax.Array:
+    for block, stage_channels in enumerate(self.stages):
+      x = unpool_with_argmax(x, indices[len(indices) - 1 - block])
+      for layer, channels in enumerate(stage_channels, 1):
+        x = ConvBNReLU(scaled_channels(channels, self.width), bn_momentum=self.bn_momentum,
+                       dtype=self.dtype, name=f"b{len(self.stages) - block}_conv{layer}")(x, train)
     return x

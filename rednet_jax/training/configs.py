@@ -35,7 +35,9 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.total_steps = 0                  # > 0: stop after this many steps instead of num_epochs
   c.init_from = ""                   # previous stage: a stage name in this workdir, or a path
   c.init_keep_fresh = ()             # regexes of leaves not taken from init_from
-  c.vgg16_weights = ""               # torch .pt or Keras .h5 VGG-16 (paper: ImageNet init)
+  # ImageNet initialisation (paper): a local file the system's `load_pretrained` reads (v1: a
+  # torch .pt or Keras .h5 VGG-16).
+  c.pretrained_weights = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.kind = "image_folder"       # see rednet_jax/training/input_pipeline.py
@@ -248,7 +250,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every stage's values before anything is built or compiled; raises ConfigError
   listing each bad field as the user would type it (`image.data.batch_size`)."""
   # Imported here: configs.py is imported by the configs themselves, before JAX is needed.
-  from rednet_jax.models.readout import READOUTS  # pylint: disable=g-import-not-at-top
+  import inspect  # pylint: disable=g-import-not-at-top
   from rednet_jax.training.input_pipeline import KINDS  # pylint: disable=g-import-not-at-top
   from rednet_jax.models import MODELS  # pylint: disable=g-import-not-at-top
   from rednet_jax.evaluation.reports import STAGE_OUTPUTS  # pylint: disable=g-import-not-at-top
@@ -274,8 +276,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         need(isinstance(value, int) and value >= 1, field, "must be a positive integer")
 
     positive("data.batch_size", "data.size", "data.clip_length", "data.samples_per_image",
-             "data.clips_per_video", "data.num_landmarks", "model.num_steps", "model.scan_unroll",
-             "model.lstm_hidden", "eval.batch_size", "eval.clips_per_video", "log_every_steps",
+             "data.clips_per_video", "data.num_landmarks", "eval.batch_size", "eval.clips_per_video", "log_every_steps",
              "checkpoint_every_steps", "keep_checkpoints")
     need(c.total_steps >= 0, "total_steps", "must be >= 0 (0: train num_epochs)")
     if not c.total_steps:
@@ -303,28 +304,36 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(not c.eval.data.kind or c.eval.data.kind in KINDS, "eval.data.kind",
          f"must be '' (the training data's held-out split) or one of {list(KINDS)}")
     need(c.model.name in MODELS, "model.name", f"must be one of {sorted(MODELS)}")
-    need(c.model.width > 0, "model.width", "must be > 0")
-    need(c.model.readout in READOUTS, "model.readout", f"must be one of {list(READOUTS)}")
-    need(isinstance(c.model.readout_window, int) and c.model.readout_window >= 1
-         and c.model.readout_window % 2 == 1, "model.readout_window",
-         "must be an odd positive number of pixels")
-    need(len(c.model.feedback_squares) > 0 and all(
-        isinstance(s, int) and s >= 1 and s % 2 for s in c.model.feedback_squares),
-         "model.feedback_squares", "must be odd positive square sides, e.g. (7, 5, 3)")
-    need(0 <= c.model.dropout_rate < 1, "model.dropout_rate", "must be in [0, 1)")
-    need(0 < c.model.bn_momentum < 1, "model.bn_momentum", "must be in (0, 1)")
-    need(c.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype",
-         "must be 'float32', 'bfloat16' or 'float16'")
-    need(c.model.num_identities == -1 or c.model.num_identities >= 1, "model.num_identities",
-         "must be -1 (as many as the training data has) or positive")
+    if c.model.name in MODELS:
+      system = MODELS[c.model.name]
+      fields = set(system.__dataclass_fields__) - {"parent", "name"}
+      unknown = sorted(set(c.model) - fields - {"name"})
+      need(not unknown, "model", f"{c.model.name} has no field(s) {unknown}; its fields: "
+           f"{sorted(fields)}")
+      loss_fields = {n for n, p in inspect.signature(system.loss).parameters.items()
+                     if p.kind == p.KEYWORD_ONLY}
+      unknown = sorted(set(c.loss) - loss_fields)
+      need(not unknown, "loss", f"{c.model.name}'s loss has no field(s) {unknown}; its fields: "
+           f"{sorted(loss_fields)}")
+      for field, rule in system.config_problems(c.model, c.loss):
+        need(False, field, rule)
+    if "dropout_rate" in c.model:
+      need(0 <= c.model.dropout_rate < 1, "model.dropout_rate", "must be in [0, 1)")
+    if "bn_momentum" in c.model:
+      need(0 < c.model.bn_momentum < 1, "model.bn_momentum", "must be in (0, 1)")
+    if "dtype" in c.model:
+      need(c.model.dtype in ("float32", "bfloat16", "float16"), "model.dtype",
+           "must be 'float32', 'bfloat16' or 'float16'")
+    if "num_identities" in c.model:
+      need(c.model.num_identities == -1 or c.model.num_identities >= 1, "model.num_identities",
+           "must be -1 (as many as the training data has) or positive")
     need(c.optimizer.name in ("sgd", "adam"), "optimizer.name", "must be 'sgd' (paper) or 'adam'")
     need(c.optimizer.learning_rate >= 0, "optimizer.learning_rate", "must be >= 0")
     need(0 <= c.optimizer.momentum < 1, "optimizer.momentum", "must be in [0, 1)")
     need(0 < c.optimizer.decay_rate <= 1, "optimizer.decay_rate", "must be in (0, 1]")
     need(c.optimizer.decay_every_epochs > 0, "optimizer.decay_every_epochs", "must be > 0")
     need(c.optimizer.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
-    positive("loss.target_square")
-    for key in c.loss.weights.keys():
+    for key in (c.loss.weights.keys() if "weights" in c.loss else ()):
       need(c.loss.weights[key] >= 0, f"loss.weights.{key}", "must be >= 0")
     need(c.z0_in_training in ("prediction", "ground_truth"), "z0_in_training",
          "must be 'prediction' (paper) or 'ground_truth' (teacher forcing)")

@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,9 +21,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from rednet_jax.evaluation import metrics
-from rednet_jax.evaluation.held_out import track_clip
-from rednet_jax.models.losses import rednet_v1_loss
-from rednet_jax.models.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from rednet_jax.models.system import System, track_clip
 
 
 @flax.struct.dataclass
@@ -55,11 +52,6 @@ def make_optimizer(learning_rate: float = 0.01, momentum: float = 0.9, decay_rat
   return tx, schedule
 
 
-def normalise_images(images: jax.Array) -> jax.Array:
-  """uint8 RGB -> the encoder's input convention (ImageNet mean/std on [0, 1])."""
-  return (images.astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-
-
 def initial_points(landmarks: jax.Array, mean_shape: jax.Array) -> jax.Array:
   """z_0 per frame: the mean shape for frame 0, the previous frame's landmarks afterwards."""
   first = jnp.broadcast_to(mean_shape, landmarks[:, :1].shape)
@@ -73,12 +65,13 @@ def inter_ocular_nme(points: jax.Array, landmarks: jax.Array, valid: jax.Array) 
   return 100 * jnp.sum(error * weights) / jnp.maximum(weights.sum(), 1.0)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+def make_train_step(model: System, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mean_shape: np.ndarray, mesh: Mesh, *,
-                    target_square: int = 3, loss_weights: dict[str, float] | None = None,
-                    data_axis: str = "data", state_sharding: Any = None,
+                    loss_fields: dict[str, Any] | None = None, data_axis: str = "data",
+                    state_sharding: Any = None,
                     init_from: str = "ground_truth"):
-  """Returns jitted `train_step(state, batch, rng) -> (state, metrics)`.
+  """Returns jitted `train_step(state, batch, rng) -> (state, metrics)` for any `System`:
+  the loss is `model.loss(..., **loss_fields)` (the stage config's `loss` fields).
 
   `mean_shape` (L, 2) is in crop pixels (`data_pipelines.face_crops.mean_shape_in_crop`): z_0
   of every clip's first frame and the origin of f_REG's coordinates.
@@ -91,11 +84,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   """
   if init_from not in ("ground_truth", "prediction"):
     raise ValueError(f"init_from must be 'ground_truth' or 'prediction', got {init_from!r}")
-  weights = dict(loss_weights or {})
+  loss_fields = dict(loss_fields or {})
   mean_shape = jnp.asarray(mean_shape, jnp.float32)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
-    frames = normalise_images(batch["image"])
+    frames = model.normalise(batch["image"])
     landmarks = batch["landmarks"]
     valid = batch["valid"]
     if init_from == "prediction" and frames.shape[1] > 1:
@@ -109,8 +102,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       outputs, updates = model.apply(
           {"params": params, "batch_stats": state.batch_stats}, frames, init, train=True,
           mutable=["batch_stats"], rngs={"dropout": rng})
-      total, terms = rednet_v1_loss(outputs, batch, mean_shape, target_square, weights,
-                                    clip_weights=valid.astype(jnp.float32))
+      total, terms = model.loss(outputs, batch, mean_shape, valid.astype(jnp.float32),
+                                **loss_fields)
       return total, (terms, outputs, updates["batch_stats"])
 
     (loss, (terms, outputs, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -305,18 +305,16 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
                                       tx.init(restored["params"])), state_sharding)
     logging.info("[%s] initialised from %s; fresh: %s", config.name, previous,
                  ", ".join(sorted({p.rsplit("/", 1)[0] for p in fresh})) or "nothing")
-  elif config.vgg16_weights:
-    from rednet_jax.models.pretrained import load_vgg16_into_encoder  # pylint: disable=g-import-not-at-top
-    loaded = load_vgg16_into_encoder(
+  elif config.pretrained_weights:
+    loaded = model.load_pretrained(
         jax.device_get({"params": state.params, "batch_stats": state.batch_stats}),
-        os.path.expanduser(config.vgg16_weights))
+        os.path.expanduser(config.pretrained_weights))
     state = jax.device_put(TrainState(state.step, loaded["params"], loaded["batch_stats"],
                                       tx.init(loaded["params"])), state_sharding)
-    logging.info("[%s] encoder initialised from %s", config.name, config.vgg16_weights)
+    logging.info("[%s] encoder initialised from %s", config.name, config.pretrained_weights)
 
   train_step = make_train_step(model, tx, schedule, data.mean_shape, mesh,
-                               target_square=config.loss.target_square,
-                               loss_weights=dict(config.loss.weights), data_axis=DATA_AXIS,
+                               loss_fields=config.loss.to_dict(), data_axis=DATA_AXIS,
                                state_sharding=state_sharding, init_from=config.z0_in_training)
   eval_step = held_out.make_eval_step(model, data.mean_shape, mesh, DATA_AXIS)
   by_batch = NamedSharding(mesh, P(DATA_AXIS))

@@ -1,0 +1,154 @@
+"""The interface every landmark system implements, and the frame-by-frame rollout built on it.
+
+A system is a Flax module (one file under `rednet_jax/models/`, registered in `MODELS`) that
+subclasses `System`. The trainer, held-out evaluation, `experiments/evaluate.py`, `Tracker`,
+`predict.py`, `track.py`, `export.py` and the notebook use only what is declared here:
+
+  __call__(frames, init_points, carry=None, *, train=False) -> outputs dict
+      frames (B, T, H, W, 3) as `normalise` returns them; init_points z_0 (B, T, L, 2) in input
+      pixels (x, y): the mean shape for an image, the previous frame's shape when tracking. Every
+      system renders its own feedback from z_0 (v1: a label map, v2: 7 detection disks).
+      outputs["points"] (K, B, T, L, 2): the shape after each of the K spatial steps (the last
+      is the prediction; earlier ones are for refinement figures); outputs["carry"]: the
+      temporal state to pass with the next chunk of the same videos (None without one); other
+      keys are the system's own (response maps, head outputs) and feed its `loss`.
+  initial_carry(batch_size)      the temporal state at the start of a video (None: stateless)
+  normalise(images uint8)        the system's input convention
+  loss(outputs, batch, mean_shape, clip_weights, **config.loss) -> (total, {term: value})
+  confidence(outputs) -> (B, T)  how sure the last step is that a face is there, in [0, 1]
+                                 (the Tracker re-detects below a threshold)
+  load_pretrained(variables, path) -> variables   ImageNet initialisation (`config.pretrained_weights`)
+  config_problems(model, loss) -> [(field, rule)]  checks of `config.model` / `config.loss`
+  readout / readout_window       fields that change how landmarks are read out, not the weights:
+                                 a loaded model may take other values (export.py --readout)
+  inference_overrides            field values for inference (training-only heads off) ...
+  training_only_modules          ... and the top-level variable subtrees those heads own
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rednet_jax.models.readout import apply_affine
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB, images in [0, 1]
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def imagenet_normalise(images: jax.Array) -> jax.Array:
+  """uint8 RGB -> ImageNet mean/std on [0, 1] (the torchvision convention)."""
+  return (images.astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def unit_normalise(images: jax.Array) -> jax.Array:
+  """uint8 RGB -> [0, 1] without mean/std (the RED-Net v2 authors' released code)."""
+  return images.astype(jnp.float32) / 255.0
+
+
+INPUT_NORMALISATIONS = {"imagenet": imagenet_normalise, "unit": unit_normalise}
+
+
+class System(nn.Module):
+  """Base of every system; see the module docstring for the contract."""
+
+  # Class attributes, not dataclass fields (no annotations): see the module docstring.
+  readout_fields = ("readout", "readout_window")
+  inference_overrides = {}
+  training_only_modules = ()
+
+  def initial_carry(self, batch_size: int) -> Any:
+    raise NotImplementedError
+
+  def normalise(self, images: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+  def loss(self, outputs: dict[str, Any], batch: dict[str, jax.Array], mean_shape: jax.Array,
+           clip_weights: jax.Array | None = None, **loss_fields) -> tuple[jax.Array, dict]:
+    raise NotImplementedError
+
+  def confidence(self, outputs: dict[str, Any]) -> jax.Array:
+    raise NotImplementedError
+
+  def load_pretrained(self, variables: dict[str, Any], path: str) -> dict[str, Any]:
+    raise NotImplementedError(f"{type(self).__name__} has no ImageNet initialisation")
+
+  @classmethod
+  def config_problems(cls, model: Mapping[str, Any], loss: Mapping[str, Any]
+                      ) -> list[tuple[str, str]]:
+    return []
+
+
+def scan_steps(parent: nn.Module, step_cls: type[nn.Module], step_fields: dict[str, Any],
+               length: int, unroll: int, name: str, share_params: bool = True,
+               num_broadcast: int = 1):
+  """The spatial recurrence: `step_cls(**step_fields)` applied `length` times by `nn.scan`, its
+  parameters shared across steps (recurrent) or one set per step (`share_params=False`: a
+  cascade of separately weighted networks), BatchNorm running statistics one set per step
+  (leading axis K). Call it inside `parent`'s compact method as fn(carry, xs, *broadcast): xs
+  is scanned, the `num_broadcast` other arguments are the same for every step. One
+  step runs outside `nn.scan` (with the same variable tree): XLA:CPU ran the convolution
+  gradients of a length-1 scan ~8x slower than the same ops outside it."""
+  if length == 1:
+    per_step = ("batch_stats",) if share_params else ("params", "batch_stats")
+    mapped = nn.map_variables(
+        step_cls, per_step, init=parent.is_initializing(),
+        mutable=parent.is_mutable_collection("batch_stats"),
+        trans_in_fn=lambda v: jax.tree.map(lambda a: a[0], v),
+        trans_out_fn=lambda v: jax.tree.map(lambda a: a[None], v))
+    step = mapped(**step_fields, name=name)
+
+    def run_one(carry, xs, *broadcast):
+      carry, ys = step(carry, jax.tree.map(lambda a: a[0], xs), *broadcast)
+      return carry, jax.tree.map(lambda a: a[None], ys)
+    return run_one
+  axes = {"batch_stats": 0} if share_params else {"params": 0, "batch_stats": 0}
+  scan = nn.scan(step_cls, variable_broadcast="params" if share_params else False,
+                 variable_axes=axes, split_rngs={"params": not share_params},
+                 in_axes=(0,) + (nn.broadcast,) * num_broadcast, length=length, unroll=unroll)
+  return scan(**step_fields, name=name)
+
+
+def clip_mean(per_clip: jax.Array, clip_weights: jax.Array | None) -> jax.Array:
+  """Mean of per-clip loss terms over the clips with weight 1 (all clips when None)."""
+  if clip_weights is None:
+    return per_clip.mean()
+  return jnp.sum(per_clip * clip_weights) / jnp.maximum(jnp.sum(clip_weights), 1.0)
+
+
+def _invert_affine(matrix: jax.Array) -> jax.Array:
+  linear = jnp.linalg.inv(matrix[..., :2])
+  return jnp.concatenate([linear, -(linear @ matrix[..., 2:])], axis=-1)
+
+
+def track_clip(model: System, variables: Any, frames: jax.Array, mean_shape: jax.Array,
+               matrices: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Runs normalised clips (B, T, S, S, 3) frame by frame in eval mode, as a tracker would: z_0
+  of frame 0 is the mean shape, of frame t the last step's shape for frame t-1 moved into frame
+  t's crop with the crop matrices (B, T, 2, 3) (None: all frames share one coordinate frame);
+  the temporal carry is passed along. Returns (every step's shape (K, B, T, L, 2), the z_0 used
+  (B, T, L, 2))."""
+  b, t = frames.shape[:2]
+  if matrices is None:
+    matrices = jnp.broadcast_to(jnp.eye(2, 3), (b, t, 2, 3))
+  previous_matrices = jnp.concatenate([matrices[:, :1], matrices[:, :-1]], axis=1)
+  mean_shape = jnp.broadcast_to(jnp.asarray(mean_shape, jnp.float32), (b, *mean_shape.shape))
+
+  def frame_step(state, inputs):
+    carry, previous, first = state
+    frame, previous_matrix, matrix = inputs
+    # Previous prediction: its crop -> video pixels -> this frame's crop.
+    carried = apply_affine(matrix, apply_affine(_invert_affine(previous_matrix), previous))
+    init = jnp.where(first, mean_shape, carried)
+    outputs = model.apply(variables, frame[:, None], init[:, None], carry, train=False)
+    points = outputs["points"][:, :, 0]                               # (K, B, L, 2)
+    return (outputs["carry"], points[-1], False), (points, init)
+
+  state = (model.initial_carry(b), mean_shape, True)
+  _, (points, inits) = jax.lax.scan(frame_step, state, jax.tree.map(
+      lambda a: a.swapaxes(0, 1), (frames, previous_matrices, matrices)))
+  return points.transpose(1, 2, 0, 3, 4), inits.swapaxes(0, 1)
