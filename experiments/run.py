@@ -13,6 +13,9 @@ r"""Trains a curriculum stage (or the whole curriculum) from a config.
   ytf68                 real faces at CPU size: image stage, then video stage on clips of stills
   faces300w             300-W's human-labelled faces at CPU size, the same two stages (the
                         shipped model's recipe)
+  rednet_v2_image[:resnet|vgg|resnet_cpu|vgg_cpu]     RED-Net v2 (IJCV 2018), the three
+  rednet_v2_identity[:resnet|vgg|resnet_cpu|vgg_cpu]  stages on the v1 stages' data; ResNet-152
+  rednet_v2_video[:resnet|vgg|resnet_cpu|vgg_cpu]     (default) or VGG-16
 `--config.a.b=v` overrides a field (on a curriculum, `--config.model.x=v` sets it in every
 stage and `--config.video.model.x=v` in one). Re-running the same command resumes an
 interrupted run and reuses finished stages, if their recorded config matches; --restart starts

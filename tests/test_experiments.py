@@ -285,6 +285,14 @@ def test_sweep_helpers_and_variant_names():
       configs.validate(load_config("quickstart:tiny", [
           f"{k}={sweeps.format_value(v)}" for k, v in variant.items()]))
   assert len(sweeps.load_sweep("rednet_v1_ablations")) == 7
+  # RED-Net v2's Table 6 / 7 variants (tuples of strings survive the command line).
+  for variant in sweeps.load_sweep("rednet_v2_ablations"):
+    c = load_config("rednet_v2_image:resnet_cpu", [
+        f"{k}={sweeps.format_value(v)}" for k, v in variant.items()])
+    configs.validate(c)
+    for k, v in variant.items():
+      assert c.model[k.split(".")[-1]] == v
+  assert sweeps.variant_name({"model.steps": ("detection",)}) == "model.steps=(detection,)"
 
 
 def test_a_local_sweep_of_two_variants_runs_skips_and_collects(tmp_path):

@@ -134,7 +134,7 @@ RESULT_NEUTRAL_FIELDS = (
     "outputs", "data.workers", "eval.data.workers", "mesh.num_devices", "mesh.state_sharding")
 
 
-def _load_config_file(path: str, preset: str) -> ml_collections.ConfigDict:
+def load_config_file(path: str, preset: str) -> ml_collections.ConfigDict:
   spec = importlib.util.spec_from_file_location("_rednet_config_file", path)
   if spec is None or not os.path.isfile(path):
     raise ConfigError(f"--config={path}: no such config file")
@@ -205,7 +205,7 @@ def resolve_config_argument(argv: list[str], configs_dir: str = CONFIGS_DIR) -> 
                               f"known: {known}, or give a path to a .py file")
           arg = prefix + path + sep + preset
         try:
-          config = _load_config_file(arg[len(prefix):].partition(":")[0], preset)
+          config = load_config_file(arg[len(prefix):].partition(":")[0], preset)
         except ConfigError:
           raise
         except ValueError as e:   # an unknown preset
@@ -369,3 +369,33 @@ def json_roundtrip(config) -> dict:
   if isinstance(config, ml_collections.ConfigDict):
     return json.loads(config.to_json_best_effort())
   return json.loads(json.dumps(config))
+
+
+def rednet_v2_stage(c: ml_collections.ConfigDict, encoder: str, cpu: bool
+                    ) -> ml_collections.ConfigDict:
+  """Turns a RED-Net v1 stage config (the curriculum's data, schedule and modules) into the
+  same stage of RED-Net v2 (IJCV 2018): its model and loss fields with the paper's values,
+  `encoder` 'vgg16' or 'resnet' (ResNet-152). `cpu`: a model a 2-core CPU trains in hours
+  (width 1/8, ResNet-50, 128-px input, targets scaled to the 64-px maps)."""
+  stage_modules = {k: c.model[k] for k in ("use_temporal", "use_identity", "num_identities")}
+  c.model = ml_collections.ConfigDict(dict(
+      name="rednet_v2", num_landmarks=68, encoder=encoder, encoder_depth=152, width=1.0,
+      steps=("detection", "regression"), share_weights=True, scan_unroll=2,
+      feedback="image", feedback_gradient=True, disk_radius=5.0, gaussian_peak=1.0,
+      temporal_residual=False, lstm_hidden=256, identity_embedding=256, dropout_rate=0.6,
+      bn_momentum=0.9, input_normalisation="imagenet", readout="peak_centroid",
+      readout_window=5, search_window=0, dtype="float32", **stage_modules))
+  # Paper: radius 5 px, sigma 5 px on 128-px maps, foreground x15; lambda, gamma such that
+  # det : reg : cls is about 1 : 10 : 1. lambda = 100 puts lambda * l_reg near 10 x l_det at the
+  # start of training (an estimate from the targets' energy: l_det ~0.74, l_reg ~0.05 per step
+  # for an untrained net); not yet re-measured on a real run.
+  c.loss = ml_collections.ConfigDict(dict(
+      disk_radius=5.0, gaussian_sigma=5.0, gaussian_peak=1.0, foreground_weight=15.0,
+      foreground_weight_from_ratio=False,
+      weights=ml_collections.ConfigDict(dict(detection=1.0, regression=100.0, identity=1.0))))
+  c.data.size = 256                      # paper: 256 x 256 input, 128 x 128 response maps
+  if cpu:
+    c.model.width, c.model.encoder_depth, c.data.size = 0.125, 50, 128
+    c.model.disk_radius = c.loss.disk_radius = 2.5     # half the paper's: 64-px maps
+    c.loss.gaussian_sigma = 2.5
+  return c

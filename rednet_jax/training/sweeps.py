@@ -57,7 +57,9 @@ def zipit(*sweeps: Sequence[dict]) -> list[dict[str, Any]]:
 def format_value(value: Any) -> str:
   """A value as `--config.a=VALUE` parses it back."""
   if isinstance(value, (list, tuple)):
-    return "(" + ",".join(format_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    # Strings inside a tuple are quoted: unquoted, the flag parser reads one string.
+    items = [repr(v) if isinstance(v, str) else format_value(v) for v in value]
+    return "(" + ",".join(items) + ("," if len(value) == 1 else "") + ")"
   return str(value)
 
 
@@ -65,7 +67,7 @@ def variant_name(overrides: dict[str, Any]) -> str:
   """A sub-workdir name from the overrides ('baseline' for none)."""
   if not overrides:
     return "baseline"
-  name = ",".join(f"{k}={format_value(v)}" for k, v in overrides.items())
+  name = ",".join(f"{k}={format_value(v)}" for k, v in overrides.items()).replace("'", "")
   return re.sub(r"[^A-Za-z0-9._=,+()-]", "_", name)
 
 
