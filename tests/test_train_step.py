@@ -41,7 +41,8 @@ def setup(num_devices, weight_decay=0.0, state_sharding="replicated", init_from=
                      tx.init(variables["params"]))
   shardings = shard_state(state, mesh, state_sharding)
   state = jax.device_put(state, shardings)
-  step = make_train_step(model, tx, schedule, mean_shape, mesh, loss_weights={"shape": 0.01},
+  step = make_train_step(model, tx, schedule, mean_shape, mesh,
+                         loss_fields={"weights": {"shape": 0.01}},
                          state_sharding=shardings, init_from=init_from)
   return step, state, batch
 

@@ -198,7 +198,8 @@ class LandmarkModel:
       out = self.module.apply(variables, self.module.normalise(crops)[:, None],
                               init_points[:, None], carry, train=False)
       return {"steps": out["points"][:, :, 0],                         # (K, B, L, 2)
-              "confidence": self.module.confidence(out)[:, 0], "carry": out["carry"]}
+              "confidence": self.module.confidence(out)[:, 0],
+              "step_maps": self.module.step_maps(out)[:, :, 0], "carry": out["carry"]}
 
     self._apply = jax.jit(apply)
 
@@ -217,7 +218,7 @@ class LandmarkModel:
                 ) -> dict[str, Any]:
     """crops uint8 (B, size, size, 3); init_points z_0 (B, L, 2) in crop pixels (None: the
     mean shape). Returns steps (K, B, L, 2) crop px, confidence (B,) (`System.confidence`),
-    carry (the LSTM state to pass with the next frame of the same faces)."""
+    step_maps (K, B, h, w) (`System.step_maps`), carry (the LSTM state to pass with the next frame of the same faces)."""
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3):
       raise ValueError(f"crops must be (B, {self.size}, {self.size}, 3), got {crops.shape}")

@@ -137,6 +137,10 @@ class RedNetV1(System):
     probabilities = jax.nn.softmax(outputs["logits"][-1].astype(jnp.float32), axis=-1)[..., 1:]
     return probabilities.max(axis=(-3, -2)).mean(axis=-1)
 
+  def step_maps(self, outputs: dict[str, Any]) -> jax.Array:
+    """Each step's highest landmark probability per pixel (K, B, T, H, W)."""
+    return jax.nn.softmax(outputs["logits"].astype(jnp.float32), axis=-1)[..., 1:].max(-1)
+
   def load_pretrained(self, variables, path):
     from rednet_jax.models.pretrained import load_vgg16_into_encoder  # pylint: disable=g-import-not-at-top
     return load_vgg16_into_encoder(variables, path)

@@ -237,6 +237,14 @@ class RedNetV2(System):
                        0.0, 1.0)
     return peaks.mean(axis=-1)
 
+  def step_maps(self, outputs: dict[str, Any]) -> jax.Array:
+    """Per step, the strongest response per pixel of its own head: detection sigmoid, or
+    regression heatmap / gaussian_peak clipped to [0, 1]; (K, B, T, H/2, W/2)."""
+    detection = jax.nn.sigmoid(outputs["detection_logits"]).max(-1)
+    regression = jnp.clip(outputs["regression_maps"].max(-1) / self.gaussian_peak, 0.0, 1.0)
+    is_regression = jnp.array([s == "regression" for s in self.steps])[:, None, None, None, None]
+    return jnp.where(is_regression, regression, detection)
+
   def load_pretrained(self, variables, path):
     from rednet_jax.models.pretrained import (  # pylint: disable=g-import-not-at-top
         load_torchvision_resnet, load_vgg16_into_encoder)

@@ -17,6 +17,8 @@ subclasses `System`. The trainer, held-out evaluation, `experiments/evaluate.py`
   loss(outputs, batch, mean_shape, clip_weights, **config.loss) -> (total, {term: value})
   confidence(outputs) -> (B, T)  how sure the last step is that a face is there, in [0, 1]
                                  (the Tracker re-detects below a threshold)
+  step_maps(outputs) -> (K, B, T, h, w)  one image per spatial step of how strongly any landmark
+                                 responds, in [0, 1] (for figures)
   load_pretrained(variables, path) -> variables   ImageNet initialisation (`config.pretrained_weights`)
   config_problems(model, loss) -> [(field, rule)]  checks of `config.model` / `config.loss`
   readout / readout_window       fields that change how landmarks are read out, not the weights:
@@ -72,6 +74,9 @@ class System(nn.Module):
     raise NotImplementedError
 
   def confidence(self, outputs: dict[str, Any]) -> jax.Array:
+    raise NotImplementedError
+
+  def step_maps(self, outputs: dict[str, Any]) -> jax.Array:
     raise NotImplementedError
 
   def load_pretrained(self, variables: dict[str, Any], path: str) -> dict[str, Any]:
