@@ -12,23 +12,8 @@ Hardware: one GPU or TPU host. Expected time and result: not measured yet (no ac
 the paper reports the whole curriculum: AFLW 6.33 % ResNet, 6.85 % VGG, Table 5).
 """
 
-import os
-
 from rednet_jax.training import configs
 
 
 def get_config(arg: str = ""):
-  if arg in ("", "resnet"):
-    encoder, cpu = "resnet", False
-  elif arg == "vgg":
-    encoder, cpu = "vgg16", False
-  elif arg == "resnet_cpu":
-    encoder, cpu = "resnet", True
-  elif arg == "vgg_cpu":
-    encoder, cpu = "vgg16", True
-  else:
-    raise ValueError(f"rednet_v2_identity: unknown preset {arg!r}; known: 'resnet', 'vgg', "
-                     "'resnet_cpu', 'vgg_cpu'")
-  v1 = configs.load_config_file(os.path.join(configs.CONFIGS_DIR, "identity_stage.py"),
-                                "cpu" if cpu else "")
-  return configs.rednet_v2_stage(v1, encoder, cpu)
+  return configs.rednet_v2_from_v1_config("identity_stage.py", arg)

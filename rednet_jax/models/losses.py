@@ -47,6 +47,21 @@ def identity_loss(identity_logits: jax.Array, identities: jax.Array) -> jax.Arra
   return optax.softmax_cross_entropy_with_integer_labels(identity_logits, labels).sum(-1)  # (B,)
 
 
+def _weighted_total(per_clip: dict[str, jax.Array], outputs: dict[str, Any],
+                    batch: dict[str, jax.Array], weights: dict[str, float],
+                    clip_weights: jax.Array | None) -> tuple[jax.Array, dict]:
+  """Adds f_CLS's term when the outputs have identity logits, averages every per-clip term over
+  the (valid) clips and returns (weighted total, terms)."""
+  if "identity_logits" in outputs:
+    # Clips with an unknown identity (-1) carry no identity loss.
+    known = batch["identity"] >= 0
+    per_clip["identity"] = jnp.where(
+        known, identity_loss(outputs["identity_logits"], jnp.maximum(batch["identity"], 0)), 0.0)
+  terms = {name: clip_mean(value, clip_weights) for name, value in per_clip.items()}
+  total = sum(weights.get(name, 1.0) * value for name, value in terms.items())
+  return total, terms
+
+
 def rednet_v1_loss(outputs: dict[str, Any], batch: dict[str, jax.Array], mean_shape: jax.Array,
                    target_square: int, weights: dict[str, float],
                    clip_weights: jax.Array | None = None) -> tuple[jax.Array, dict]:
@@ -60,14 +75,7 @@ def rednet_v1_loss(outputs: dict[str, Any], batch: dict[str, jax.Array], mean_sh
     h, w = outputs["logits"].shape[-3:-1]
     per_clip["shape"] = shape_regression_loss(outputs["shape_residual"], landmarks, mean_shape,
                                               (w, h))
-  if "identity_logits" in outputs:
-    # Clips with an unknown identity (-1) carry no identity loss.
-    known = batch["identity"] >= 0
-    per_clip["identity"] = jnp.where(
-        known, identity_loss(outputs["identity_logits"], jnp.maximum(batch["identity"], 0)), 0.0)
-  terms = {name: clip_mean(value, clip_weights) for name, value in per_clip.items()}
-  total = sum(weights.get(name, 1.0) * value for name, value in terms.items())
-  return total, terms
+  return _weighted_total(per_clip, outputs, batch, weights, clip_weights)
 
 
 def weighted_pixel_mean(per_pixel: jax.Array, foreground: jax.Array, foreground_weight: float,
@@ -114,10 +122,4 @@ def rednet_v2_loss(outputs: dict[str, Any], batch: dict[str, jax.Array], steps: 
     error = (regression[jnp.asarray(kinds)] - target[None]) ** 2
     per_clip["regression"] = weighted_pixel_mean(
         error, foreground[None], foreground_weight, foreground_weight_from_ratio).sum(axis=(0, 2))
-  if "identity_logits" in outputs:
-    known = batch["identity"] >= 0
-    per_clip["identity"] = jnp.where(
-        known, identity_loss(outputs["identity_logits"], jnp.maximum(batch["identity"], 0)), 0.0)
-  terms = {name: clip_mean(value, clip_weights) for name, value in per_clip.items()}
-  total = sum(weights.get(name, 1.0) * value for name, value in terms.items())
-  return total, terms
+  return _weighted_total(per_clip, outputs, batch, weights, clip_weights)

@@ -41,7 +41,7 @@ from rednet_jax.models.readout import read_landmarks
 from rednet_jax.models.targets import render_label_map, square_size_for_step
 from rednet_jax.models.losses import rednet_v1_loss
 from rednet_jax.models.readout import READOUTS
-from rednet_jax.models.system import System, imagenet_normalise
+from rednet_jax.models.system import System, check_inputs, imagenet_normalise
 from rednet_jax.models.heads import IdentityHead, LSTMCarry, ShapeRegressionHead, TemporalLSTM, zero_lstm_carry
 from rednet_jax.models.layers import scaled_channels
 from rednet_jax.models.vgg import VGG16_STAGES, VGG16Decoder, VGG16Encoder
@@ -185,14 +185,7 @@ class RedNetV1(System):
       shape_residual  (B, T, L, 2)     when use_shape_regression: f_REG output, coordinates
                                        minus the mean shape, divided by the input size
     """
-    if frames.ndim != 5 or frames.shape[-1] != 3:
-      raise ValueError(f"frames must be (B, T, H, W, 3), got {frames.shape}")
-    b, t, h, w, _ = frames.shape
-    if h % 32 or w % 32:
-      raise ValueError(f"input size {(h, w)} must be divisible by 32 (five 2x2 poolings)")
-    if init_points.shape != (b, t, self.num_landmarks, 2):
-      raise ValueError(f"init_points must be {(b, t, self.num_landmarks, 2)}, "
-                       f"got {init_points.shape}")
+    b, t, h, w = check_inputs(frames, init_points, self.num_landmarks)
     if scaled_channels(VGG16_STAGES[4][-1], self.width) % 2:
       raise ValueError(f"width {self.width} gives an odd bottleneck; C_id | C_pe need an even one")
     if self.use_identity and self.num_identities < 1:

@@ -53,7 +53,7 @@ from rednet_jax.models.losses import rednet_v2_loss
 from rednet_jax.models.readout import (apply_affine, fit_similarity, peak_positions,
                                        windowed_centroid)
 from rednet_jax.models.resnet import RESNET_DEPTHS, ResNetDecoder, ResNetEncoder, ResNetStem
-from rednet_jax.models.system import INPUT_NORMALISATIONS, System, scan_steps
+from rednet_jax.models.system import INPUT_NORMALISATIONS, System, check_inputs, scan_steps
 from rednet_jax.models.targets import render_disks, to_input_pixels, to_map_pixels
 from rednet_jax.models.vgg import VGG16_STAGES, UnpoolingDecoder, VGG16Encoder
 
@@ -301,14 +301,7 @@ class RedNetV2(System):
       carry             temporal carry for the next chunk (None without f_trn)
       identity_logits   (B, T, N) when use_identity
     """
-    if frames.ndim != 5 or frames.shape[-1] != 3:
-      raise ValueError(f"frames must be (B, T, H, W, 3), got {frames.shape}")
-    b, t, h, w, _ = frames.shape
-    if h % 32 or w % 32:
-      raise ValueError(f"input size {(h, w)} must be divisible by 32 (five halvings)")
-    if init_points.shape != (b, t, self.num_landmarks, 2):
-      raise ValueError(f"init_points must be {(b, t, self.num_landmarks, 2)}, "
-                       f"got {init_points.shape}")
+    b, t, h, w = check_inputs(frames, init_points, self.num_landmarks)
     if self.use_identity and self.num_identities < 1:
       raise ValueError("use_identity needs num_identities >= 1")
     k = len(self.steps)

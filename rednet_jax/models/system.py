@@ -118,6 +118,20 @@ def scan_steps(parent: nn.Module, step_cls: type[nn.Module], step_fields: dict[s
   return scan(**step_fields, name=name)
 
 
+def check_inputs(frames: jax.Array, init_points: jax.Array, num_landmarks: int
+                 ) -> tuple[int, int, int, int]:
+  """Checks frames (B, T, H, W, 3) with H, W divisible by 32 (five halvings) and z_0
+  (B, T, L, 2); returns (B, T, H, W)."""
+  if frames.ndim != 5 or frames.shape[-1] != 3:
+    raise ValueError(f"frames must be (B, T, H, W, 3), got {frames.shape}")
+  b, t, h, w, _ = frames.shape
+  if h % 32 or w % 32:
+    raise ValueError(f"input size {(h, w)} must be divisible by 32 (five halvings)")
+  if init_points.shape != (b, t, num_landmarks, 2):
+    raise ValueError(f"init_points must be {(b, t, num_landmarks, 2)}, got {init_points.shape}")
+  return b, t, h, w
+
+
 def clip_mean(per_clip: jax.Array, clip_weights: jax.Array | None) -> jax.Array:
   """Mean of per-clip loss terms over the clips with weight 1 (all clips when None)."""
   if clip_weights is None:

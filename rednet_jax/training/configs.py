@@ -399,3 +399,17 @@ def rednet_v2_stage(c: ml_collections.ConfigDict, encoder: str, cpu: bool
     c.model.disk_radius = c.loss.disk_radius = 2.5     # half the paper's: 64-px maps
     c.loss.gaussian_sigma = 2.5
   return c
+
+
+RED_NET_V2_PRESETS = {"": ("resnet", False), "resnet": ("resnet", False), "vgg": ("vgg16", False),
+                      "resnet_cpu": ("resnet", True), "vgg_cpu": ("vgg16", True)}
+
+
+def rednet_v2_from_v1_config(v1_file: str, arg: str) -> ml_collections.ConfigDict:
+  """The RED-Net v2 version (`rednet_v2_stage`) of the v1 stage config file `v1_file` under
+  CONFIGS_DIR; `arg` is a preset of RED_NET_V2_PRESETS (the _cpu ones take v1's 'cpu')."""
+  if arg not in RED_NET_V2_PRESETS:
+    raise ValueError(f"unknown preset {arg!r}; known: {sorted(p for p in RED_NET_V2_PRESETS if p)}")
+  encoder, cpu = RED_NET_V2_PRESETS[arg]
+  v1 = load_config_file(os.path.join(CONFIGS_DIR, v1_file), "cpu" if cpu else "")
+  return rednet_v2_stage(v1, encoder, cpu)
