@@ -17,7 +17,7 @@ import pytest
 
 from rednet_jax.models import build_model
 from rednet_jax.models.losses import weighted_pixel_mean
-from rednet_jax.models.pretrained import PretrainedWeightsError, load_torchvision_resnet
+from rednet_jax.models.pretrained import PretrainedWeightsError
 from rednet_jax.models.readout import fit_similarity, peak_positions, windowed_centroid
 from rednet_jax.models.rednet_v2 import MAJOR_LANDMARKS, V2Step
 from rednet_jax.models.resnet import ResNetEncoder, ResNetStem
