@@ -146,12 +146,13 @@ class V2Step(nn.Module):
     regression = regression.reshape(b, t, h // 2, w // 2, -1)
 
     previous = jax.lax.stop_gradient(points)
-    coarse = self._coarse_shape(jax.nn.sigmoid(detection), previous)
+    probabilities = jax.nn.sigmoid(detection)
+    coarse = self._coarse_shape(probabilities, previous)
     refined = self._read_regression(regression, previous)
     new_points = jnp.where(is_regression, refined, coarse)
     major = jnp.asarray(MAJOR_LANDMARKS)
     new_feedback = jnp.where(is_regression, regression[..., major] / self.gaussian_peak,
-                             jax.nn.sigmoid(detection)).reshape(b * t, h // 2, w // 2, -1)
+                             probabilities).reshape(b * t, h // 2, w // 2, -1)
     return ((new_feedback.astype(feedback_map.dtype), jax.lax.stop_gradient(new_points),
              identity_code),
             (detection, regression, jax.lax.stop_gradient(new_points), lstm_carry))
@@ -242,8 +243,11 @@ class RedNetV2(System):
     regression heatmap / gaussian_peak clipped to [0, 1]; (K, B, T, H/2, W/2)."""
     detection = jax.nn.sigmoid(outputs["detection_logits"]).max(-1)
     regression = jnp.clip(outputs["regression_maps"].max(-1) / self.gaussian_peak, 0.0, 1.0)
-    is_regression = jnp.array([s == "regression" for s in self.steps])[:, None, None, None, None]
-    return jnp.where(is_regression, regression, detection)
+    return jnp.where(self._is_regression()[:, None, None, None, None], regression, detection)
+
+  def _is_regression(self) -> jax.Array:
+    """(K,) which steps regress (the rest detect)."""
+    return jnp.array([s == "regression" for s in self.steps])
 
   def load_pretrained(self, variables, path):
     from rednet_jax.models.pretrained import (  # pylint: disable=g-import-not-at-top
@@ -308,7 +312,6 @@ class RedNetV2(System):
     if carry is None:
       carry = self.initial_carry(b)
     lstm_carries = carry if self.use_temporal else zero_lstm_carry((k, 0), 0)
-    is_regression = jnp.array([s == "regression" for s in self.steps])
 
     major = to_map_pixels(init_points[..., jnp.asarray(MAJOR_LANDMARKS), :].astype(jnp.float32))
     feedback_0 = render_disks(major, (h // 2, w // 2), self.disk_radius)
@@ -328,7 +331,7 @@ class RedNetV2(System):
     run = scan_steps(self, V2Step, step_fields, k, self.scan_unroll, "spatial",
                      self.share_weights)
     (_, _, identity_code), (detection, regression, points, lstm_out) = run(
-        init_carry, (is_regression, lstm_carries), frames)
+        init_carry, (self._is_regression(), lstm_carries), frames)
     outputs = {"points": points, "detection_logits": detection, "regression_maps": regression,
                "carry": lstm_out if self.use_temporal else None}
     if self.use_identity:
