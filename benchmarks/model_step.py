@@ -1,11 +1,18 @@
-"""RED-Net v1 speed and memory: forward, full train step, XLA compile time, peak memory.
+"""Speed and memory of every system: forward, full train step, XLA compile time, peak memory.
 
-  python benchmarks/model_step.py                      # the full table (CPU: about 10 minutes)
+  python benchmarks/model_step.py                      # RED-Net v1 (CPU: about 10 minutes)
   python benchmarks/model_step.py --widths=0.25 --sizes=64 --steps=1,2
+  # RED-Net v2 at the paper's width (VGG-16, ResNet-152, and Table 7's two-network cascade)
+  # and the CPU presets' 1/8 width, K = 2 (detection then regression):
+  python benchmarks/model_step.py --models=rednet_v2_vgg,rednet_v2_resnet,rednet_v2_cascade \
+    --widths=1.0,0.125 --sizes=128 --steps=2
 
-The model is the video stage (f_tRNN + f_CLS + f_REG), T=10 frames, one clip per batch. The train
-step is the project's `train_step.make_train_step` (uint8 normalisation, losses of Eqs. 4, 6-8,
-gradient, SGD-momentum update, metrics) with the state donated.
+Each model is its video stage (temporal module, identity head, and v1's f_REG), T=10 frames, one
+clip per batch. v2's K steps are one detection step followed by K-1 regression steps (K=1: a
+single regression step). The train step is the project's `train_step.make_train_step` (uint8
+normalisation, the system's loss, gradient, SGD-momentum update, metrics) with the state
+donated. "params (MB)" is the float32 parameter size, the unit of the papers' model sizes
+(RED-Net v2: 184 MB VGG, 257 MB ResNet-152).
 Times are medians of --repeats calls after one warm-up call. Each configuration runs in its own
 process so its peak resident memory (RSS) is its own; "XLA peak" is the compiled train step's
 buffer estimate (arguments + outputs + temporaries) from XLA's memory analysis.
@@ -21,17 +28,37 @@ import time
 
 from absl import app, flags
 
+MODELS = ("rednet_v1", "rednet_v2_vgg", "rednet_v2_resnet", "rednet_v2_cascade")
+
+flags.DEFINE_list("models", ["rednet_v1"], f"systems to measure, of {list(MODELS)}")
 flags.DEFINE_list("widths", ["1.0", "0.25"], "channel width multipliers")
 flags.DEFINE_list("sizes", ["128", "64"], "input sizes (px)")
 flags.DEFINE_list("steps", ["1", "2", "3"], "K spatial steps")
 flags.DEFINE_integer("frames", 10, "T frames per clip")
 flags.DEFINE_integer("repeats", 5, "timed calls per measurement (median reported)")
 flags.DEFINE_enum("unroll", "full", ["full", "rolled"], "nn.scan unroll over K")
-flags.DEFINE_string("one", None, "internal: width,size,K for a single child run")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "activation dtype")
+flags.DEFINE_string("one", None, "internal: model,width,size,K for a single child run")
 FLAGS = flags.FLAGS
 
 
-def measure(width: float, size: int, k: int) -> dict:
+def model_and_loss(name: str, width: float, k: int, unroll: int, dtype: str
+                   ) -> tuple[dict, dict]:
+  """(model config, loss fields) of `name`'s video stage at this width and K."""
+  common = dict(width=width, use_temporal=True, use_identity=True, num_identities=105,
+                scan_unroll=unroll, dtype=dtype)
+  if name == "rednet_v1":
+    # f_REG weight 0.01: at lr 0.01 an unweighted Euclidean f_REG loss diverges in a few steps
+    # (its 512-d max-pooled ReLU features make the curvature ~2|x|^2 >> 2/lr).
+    return (dict(name="rednet_v1", num_steps=k, use_shape_regression=True, **common),
+            {"weights": {"shape": 0.01}})
+  steps = ("regression",) if k == 1 else ("detection",) + ("regression",) * (k - 1)
+  encoder = dict(rednet_v2_vgg=dict(encoder="vgg16"), rednet_v2_resnet=dict(encoder="resnet"),
+                 rednet_v2_cascade=dict(encoder="resnet", share_weights=False))[name]
+  return dict(name="rednet_v2", steps=steps, **encoder, **common), {}
+
+
+def measure(name: str, width: float, size: int, k: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp
   import numpy as np
@@ -40,9 +67,9 @@ def measure(width: float, size: int, k: int) -> dict:
 
   t = FLAGS.frames
   t_start = time.perf_counter()
-  model = build_model(dict(name="rednet_v1", width=width, num_steps=k, use_temporal=True,
-                           use_identity=True, num_identities=105, use_shape_regression=True,
-                           scan_unroll=k if FLAGS.unroll == "full" else 1))
+  model_config, loss_fields = model_and_loss(name, width, k,
+                                             k if FLAGS.unroll == "full" else 1, FLAGS.dtype)
+  model = build_model(model_config)
   rng = np.random.default_rng(0)
   mean_shape = jnp.asarray(rng.uniform(0.3 * size, 0.7 * size, (68, 2)), jnp.float32)
   batch = {"image": rng.integers(0, 256, size=(1, t, size, size, 3), dtype=np.uint8),
@@ -60,10 +87,7 @@ def measure(width: float, size: int, k: int) -> dict:
                      tx.init(variables["params"]))
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",),
                            axis_types=(jax.sharding.AxisType.Auto,))
-  # f_REG weight 0.01: at lr 0.01 an unweighted Euclidean f_REG loss diverges in a few steps
-  # (its 512-d max-pooled ReLU features make the curvature ~2|x|^2 >> 2/lr).
-  train_step = make_train_step(model, tx, schedule, mean_shape, mesh,
-                               loss_fields={"weights": {"shape": 0.01}})
+  train_step = make_train_step(model, tx, schedule, mean_shape, mesh, loss_fields=loss_fields)
 
   def forward(variables, frames):
     return model.apply(variables, frames, init_points)["points"][-1]
@@ -100,41 +124,48 @@ def measure(width: float, size: int, k: int) -> dict:
   log(f"train step {train_time:.3f}s")
   loss = float(one_train_step())
   n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(variables["params"]))
-  return {"width": width, "size": size, "K": k, "T": t, "forward_s": fwd_time,
+  return {"model": name, "width": width, "size": size, "K": k, "T": t, "forward_s": fwd_time,
           "train_step_s": train_time, "compile_train_s": compile_train,
           "compile_forward_s": compile_fwd, "xla_peak_mb": xla_peak / 2**20,
           "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-          "params_m": n_params / 1e6, "loss_finite": bool(np.isfinite(loss)),
+          "params_m": n_params / 1e6,
+          "params_mb": sum(a.size * 4 for a in jax.tree.leaves(variables["params"])) / 2**20, "loss_finite": bool(np.isfinite(loss)),
           "device": str(jax.devices()[0].device_kind)}
 
 
 def main(argv):
   del argv
   if FLAGS.one:
-    width, size, k = FLAGS.one.split(",")
-    print("RESULT " + json.dumps(measure(float(width), int(size), int(k))))
+    name, width, size, k = FLAGS.one.split(",")
+    print("RESULT " + json.dumps(measure(name, float(width), int(size), int(k))))
     return
+  unknown = sorted(set(FLAGS.models) - set(MODELS))
+  if unknown:
+    sys.exit(f"--models: unknown {unknown}; choose from {list(MODELS)}")
   rows = []
-  for width in FLAGS.widths:
-    for size in FLAGS.sizes:
-      for k in FLAGS.steps:
-        cmd = [sys.executable, os.path.abspath(__file__), f"--one={width},{size},{k}",
-               f"--frames={FLAGS.frames}", f"--repeats={FLAGS.repeats}", f"--unroll={FLAGS.unroll}"]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-        if out.returncode or not lines:
-          sys.exit(f"configuration {width},{size},{k} failed:\n{out.stderr[-3000:]}")
-        rows.append(json.loads(lines[-1][len("RESULT "):]))
-        print(f"done {width} {size} {k}", file=sys.stderr, flush=True)
-  print(f"\nRED-Net v1 video stage, T={FLAGS.frames}, batch 1 clip, unroll={FLAGS.unroll}, "
+  for name in FLAGS.models:
+    for width in FLAGS.widths:
+      for size in FLAGS.sizes:
+        for k in FLAGS.steps:
+          cmd = [sys.executable, os.path.abspath(__file__), f"--one={name},{width},{size},{k}",
+                 f"--frames={FLAGS.frames}", f"--repeats={FLAGS.repeats}",
+                 f"--unroll={FLAGS.unroll}", f"--dtype={FLAGS.dtype}"]
+          out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+          lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+          if out.returncode or not lines:
+            sys.exit(f"configuration {name},{width},{size},{k} failed:\n{out.stderr[-3000:]}")
+          rows.append(json.loads(lines[-1][len("RESULT "):]))
+          print(f"done {name} {width} {size} {k}", file=sys.stderr, flush=True)
+  print(f"\nVideo stage, T={FLAGS.frames}, batch 1 clip, unroll={FLAGS.unroll}, {FLAGS.dtype}, "
         f"device {rows[0]['device']}, medians of {FLAGS.repeats}\n")
-  print("| width | size | K | params (M) | forward (s) | train step (s) | compile train (s) "
-        "| compile fwd (s) | XLA peak (MB) | RSS peak (MB) |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  print("| model | width | size | K | params (M) | params (MB) | forward (s) | train step (s) "
+        "| compile train (s) | compile fwd (s) | XLA peak (MB) | RSS peak (MB) |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
     if not r["loss_finite"]:
       sys.exit(f"non-finite loss in {r}")
-    print(f"| {r['width']} | {r['size']} | {r['K']} | {r['params_m']:.2f} | {r['forward_s']:.3f} "
+    print(f"| {r['model']} | {r['width']} | {r['size']} | {r['K']} | {r['params_m']:.2f} "
+          f"| {r['params_mb']:.0f} | {r['forward_s']:.3f} "
           f"| {r['train_step_s']:.3f} | {r['compile_train_s']:.1f} | {r['compile_forward_s']:.1f} "
           f"| {r['xla_peak_mb']:.0f} | {r['rss_peak_mb']:.0f} |")
 

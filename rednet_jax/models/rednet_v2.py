@@ -76,6 +76,7 @@ class EncoderDecoder(nn.Module):
   temporal_residual: bool
   lstm_hidden: int
   bn_momentum: float
+  head_features: int
   dtype: Dtype
 
   @nn.compact
@@ -111,10 +112,11 @@ class EncoderDecoder(nn.Module):
     code = jnp.concatenate([identity_code, pose_code], -1)
     if self.encoder == "vgg16":
       features = UnpoolingDecoder(width=self.width, bn_momentum=self.bn_momentum,
-                                  dtype=self.dtype, name="decoder")(code, indices, train)
+                                  dtype=self.dtype, out_channels=self.head_features,
+                                  name="decoder")(code, indices, train)
     else:
       features = ResNetDecoder(self.width, self.bn_momentum, self.dtype,
-                               name="decoder")(code, skips, train)
+                               out_channels=self.head_features, name="decoder")(code, skips, train)
     return features, identity_code, lstm_carry
 
 
@@ -185,6 +187,10 @@ class RedNetV2(System):
   encoder: str = "resnet"                 # 'vgg16' (Table 1) | 'resnet' (Tables 2-3)
   encoder_depth: int = 152                # ResNet: 152 (paper) | 50 (released code) | 101
   width: float = 1.0                      # channel multiplier (CPU presets shrink it)
+  # Channels of the decoder's last layer, the 1x1 heads' input; 0: 128 x width (the paper's 128
+  # at width 1). The heads are linear per pixel, so the 68 regression maps span at most this
+  # many dimensions: below ~48 they cannot all be sharp (the CPU presets keep 128).
+  head_features: int = 0
   steps: tuple[str, ...] = ("detection", "regression")   # K = len(steps); Table 6 variants
   share_weights: bool = True              # False: Table 7's cascade
   scan_unroll: int = 1
@@ -282,6 +288,8 @@ class RedNetV2(System):
          "must be an odd positive number of pixels")
     need(model["search_window"] == 0 or model["search_window"] % 2 == 1, "model.search_window",
          "must be 0 (anywhere) or odd")
+    need(isinstance(model["head_features"], int) and model["head_features"] >= 0,
+         "model.head_features", "must be 0 (128 x width) or a positive number of channels")
     for field in ("scan_unroll", "lstm_hidden"):
       need(isinstance(model[field], int) and model[field] >= 1, f"model.{field}",
            "must be a positive integer")
@@ -323,7 +331,8 @@ class RedNetV2(System):
     network = dict(encoder=self.encoder, encoder_depth=self.encoder_depth, width=self.width,
                    feedback=self.feedback, use_temporal=self.use_temporal,
                    temporal_residual=self.temporal_residual, lstm_hidden=self.lstm_hidden,
-                   bn_momentum=self.bn_momentum, dtype=self.dtype)
+                   bn_momentum=self.bn_momentum, head_features=self.head_features,
+                   dtype=self.dtype)
     step_fields = dict(num_landmarks=self.num_landmarks, network=network, readout=self.readout,
                        readout_window=self.readout_window, search_window=self.search_window,
                        gaussian_peak=self.gaussian_peak,

@@ -100,11 +100,13 @@ class ResNetEncoder(nn.Module):
 class ResNetDecoder(nn.Module):
   """D4..D1 (2x2/2 deconvolution + 1x1 convolution, BN + ReLU after each) with the skip branches
   E3, E2, E1 (three constant-width bottleneck units each) added to D4, D3, D2's outputs. Returns
-  the 128-channel (x width) features at the stem's resolution; the per-task 1x1 heads follow."""
+  the 128-channel (x width, or `out_channels`) features at the stem's resolution; the per-task
+  1x1 heads follow."""
   width: float = 1.0
   bn_momentum: float = 0.9
   dtype: Dtype = jnp.float32
   skip_units: int = 3
+  out_channels: int = 0          # D1's output width; 0: 128 x width (Table 2)
 
   @nn.compact
   def __call__(self, code: jax.Array, skips: list[jax.Array], train: bool) -> jax.Array:
@@ -114,7 +116,9 @@ class ResNetDecoder(nn.Module):
       x = nn.ConvTranspose(scaled_channels(up, self.width), (2, 2), strides=(2, 2),
                            use_bias=False, dtype=self.dtype, name=f"d{level}_deconv")(x)
       x = nn.relu(_bn(train, self.bn_momentum, self.dtype, f"d{level}_deconv_bn")(x))
-      x = _conv(scaled_channels(out, self.width), 1, 1, self.dtype, f"d{level}_conv")(x)
+      out = self.out_channels if level == 1 and self.out_channels else scaled_channels(
+          out, self.width)
+      x = _conv(out, 1, 1, self.dtype, f"d{level}_conv")(x)
       x = nn.relu(_bn(train, self.bn_momentum, self.dtype, f"d{level}_conv_bn")(x))
       if level > 1:                       # E_{level-1} bridges C_{level-1} into D_level
         skip = skips[level - 2]

@@ -96,12 +96,16 @@ class UnpoolingDecoder(nn.Module):
   width: float = 1.0
   bn_momentum: float = 0.99
   dtype: Dtype = jnp.float32
+  out_channels: int = 0          # the last conv's width; 0: the last stage's x width
 
   @nn.compact
   def __call__(self, x: jax.Array, indices: Sequence[jax.Array], train: bool) -> jax.Array:
     for block, stage_channels in enumerate(self.stages):
       x = unpool_with_argmax(x, indices[len(indices) - 1 - block])
       for layer, channels in enumerate(stage_channels, 1):
-        x = ConvBNReLU(scaled_channels(channels, self.width), bn_momentum=self.bn_momentum,
+        last = block == len(self.stages) - 1 and layer == len(stage_channels)
+        channels = self.out_channels if last and self.out_channels else scaled_channels(
+            channels, self.width)
+        x = ConvBNReLU(channels, bn_momentum=self.bn_momentum,
                        dtype=self.dtype, name=f"b{len(self.stages) - block}_conv{layer}")(x, train)
     return x
