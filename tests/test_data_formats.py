@@ -1,7 +1,6 @@
 """iBUG .pts and 300-W-style image folders (with and without manifest), bad input, mean shape."""
 
 import os
-import shutil
 
 import cv2
 import numpy as np

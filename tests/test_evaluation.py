@@ -1,7 +1,6 @@
 """Held-out evaluation: frame-by-frame tracking on own predictions, metrics, figures."""
 
 import cv2
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -5,7 +5,6 @@ that a kill or a second run cannot leave half-done, user errors as one line, and
 import errno
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

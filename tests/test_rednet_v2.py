@@ -80,6 +80,14 @@ def test_shapes_and_vgg_parameter_arithmetic():
   assert count(heads["regression_head"]) == 128 * L + L
   # f_cls: 256-d embedding then N identities, on e_i (256 channels).
   assert count(shapes["params"]["identity"]) == 256 * 256 + 256 + 256 * 10 + 10
+  # head_features sets the decoder's last width (what the 1x1 heads read) in both decoders.
+  for encoder in ("vgg16", "resnet"):
+    for head_features, expected in ((0, 128 // 8), (96, 96)):
+      narrow = tiny(encoder=encoder, width=1 / 8, head_features=head_features)
+      kernel = jax.eval_shape(lambda r, m=narrow: m.init({"params": r}, frames[:, :, :64, :64],
+                                                         points), jax.random.key(0))
+      assert kernel["params"]["spatial"]["regression_head"]["kernel"].shape == (
+          1, 1, expected, L), (encoder, head_features)
 
 
 def test_recurrent_model_equals_an_explicit_two_step_loop_and_chunks_equal_the_clip():
@@ -92,7 +100,8 @@ def test_recurrent_model_equals_an_explicit_two_step_loop_and_chunks_equal_the_c
   # chains sliced.
   step = V2Step(num_landmarks=L, network=dict(
       encoder="resnet", encoder_depth=50, width=1 / 16, feedback="image", use_temporal=True,
-      temporal_residual=False, lstm_hidden=256, bn_momentum=0.9, dtype=jnp.float32),
+      temporal_residual=False, lstm_hidden=256, bn_momentum=0.9, head_features=0,
+      dtype=jnp.float32),
       readout="peak_centroid", readout_window=5, search_window=0, gaussian_peak=1.0,
       feedback_gradient=True, train=False)
   major = to_map_pixels(points[..., jnp.asarray(MAJOR_LANDMARKS), :])
@@ -295,7 +304,8 @@ def test_a_tiny_vgg_stage_trains_exports_and_tracks_through_the_shared_interface
   from rednet_jax.training import configs  # pylint: disable=g-import-not-at-top
   from rednet_jax.training.trainer import train_and_evaluate  # pylint: disable=g-import-not-at-top
   c = configs.rednet_v2_stage(configs.load_config("quickstart:tiny").image, "vgg16", cpu=True)
-  c.model.width, c.data.size, c.total_steps, c.outputs = 1 / 16, 64, 2, ()
+  c.model.width, c.model.head_features, c.data.size = 1 / 16, 0, 64
+  c.total_steps, c.outputs = 2, ()
   c.checkpoint_every_steps, c.eval.max_batches = 2, 1
   configs.validate(c)
   final = train_and_evaluate(c, str(tmp_path / "run"))["image"]

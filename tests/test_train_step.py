@@ -1,10 +1,12 @@
-"""The sharded train step: 4 fake devices match 1 device; loss falls; invalid clips are masked."""
+"""The sharded train step: 4 fake devices match 1 device (each system); loss falls; invalid clips
+are masked."""
 
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.sharding import Mesh
 
 from rednet_jax.models import build_model
@@ -24,10 +26,27 @@ def real_init(model, image_shape):
       jax.random.key(0))
 
 
-def setup(num_devices, weight_decay=0.0, state_sharding="replicated", init_from="ground_truth"):
-  model = build_model(dict(name="rednet_v1", num_landmarks=L, width=1 / 16, num_steps=2,
-                           scan_unroll=2, use_identity=True, num_identities=4,
-                           use_shape_regression=True, lstm_hidden=8, use_temporal=True))
+# Each system's video stage at test size: (model config, loss fields, a large kernel's path,
+# the loss terms its metrics report).
+SYSTEMS = {
+    "rednet_v1": (dict(name="rednet_v1", num_landmarks=L, width=1 / 16, num_steps=2,
+                       scan_unroll=2, use_identity=True, num_identities=4,
+                       use_shape_regression=True, lstm_hidden=8, use_temporal=True),
+                  {"weights": {"shape": 0.01}}, ("encoder", "conv5_3", "conv", "kernel"),
+                  ("loss_response", "loss_shape", "loss_identity")),
+    "rednet_v2": (dict(name="rednet_v2", encoder="vgg16", width=1 / 16, scan_unroll=2,
+                       use_identity=True, num_identities=4, lstm_hidden=8, use_temporal=True,
+                       disk_radius=2.0, dropout_rate=0.0),
+                  {"disk_radius": 2.0, "gaussian_sigma": 2.0, "weights": {"regression": 10.0}},
+                  ("network", "encoder", "conv5_3", "conv", "kernel"),
+                  ("loss_detection", "loss_regression", "loss_identity")),
+}
+
+
+def setup(num_devices, weight_decay=0.0, state_sharding="replicated", init_from="ground_truth",
+          system="rednet_v1"):
+  model_config, loss_fields, _, _ = SYSTEMS[system]
+  model = build_model(model_config)
   mesh = Mesh(np.array(jax.devices()[:num_devices]), ("data",),
               axis_types=(jax.sharding.AxisType.Auto,))
   rng = np.random.default_rng(0)
@@ -41,41 +60,54 @@ def setup(num_devices, weight_decay=0.0, state_sharding="replicated", init_from=
                      tx.init(variables["params"]))
   shardings = shard_state(state, mesh, state_sharding)
   state = jax.device_put(state, shardings)
-  step = make_train_step(model, tx, schedule, mean_shape, mesh,
-                         loss_fields={"weights": {"shape": 0.01}},
+  step = make_train_step(model, tx, schedule, mean_shape, mesh, loss_fields=loss_fields,
                          state_sharding=shardings, init_from=init_from)
   return step, state, batch
 
 
-def test_four_devices_match_one_device_and_the_loss_falls():
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+def test_four_devices_match_one_device_and_the_loss_falls(system):
   """The 4-device run also splits its state (mesh.state_sharding='fsdp'): one comparison covers
   the batch sharding and the state sharding (the trainer tests run replicated on 4 devices)."""
+  _, _, kernel_path, loss_terms = SYSTEMS[system]
   results = {}
   for n in (1, 4):
-    step, state, batch = setup(n, state_sharding="fsdp" if n == 4 else "replicated")
+    step, state, batch = setup(n, state_sharding="fsdp" if n == 4 else "replicated",
+                               system=system)
     if n == 4:
-      kernel = state.params["spatial"]["encoder"]["conv5_3"]["conv"]["kernel"]
+      kernel = state.params["spatial"]
+      for key in kernel_path:
+        kernel = kernel[key]
       assert kernel.sharding.spec != jax.sharding.PartitionSpec()
       assert kernel.addressable_shards[0].data.size == kernel.size // 4
     before = jax.device_get((state.params, state.batch_stats))
+    if n == 1:   # the same batch in another order: how far float reduction order alone moves
+      order = np.array([3, 1, 0, 2])
+      s_perm, m_perm = step(jax.tree.map(jnp.copy, state),
+                            {k: np.asarray(v)[order] for k, v in batch.items()},
+                            jax.random.key(0))
     state, metrics = step(state, batch, jax.random.key(0))
     results[n] = (step, state, batch, metrics)
   (step, s1, batch, m1), (_, s4, _, m4) = results[1], results[4]
-  # One step on the same global batch: equal up to float reduction order. (Later steps may
-  # drift further: the argmax feedback is discontinuous, so 1e-6 differences can move a square.)
+  # One step on the same global batch is equal up to float reduction order, which the reordered
+  # batch measures: RED-Net v2 at this width is ill-conditioned enough that reordering alone
+  # moves grad_norm by 0.1 % and some leaves by more than their update (a conv bias before BN
+  # has zero true gradient, so its "update" is rounding). A sharding bug (per-device BN
+  # statistics, unaveraged gradients) moves every layer by >= 25 % of its update.
+  # (Later steps may drift further: argmax read-outs are discontinuous.)
   for key in m1:
-    np.testing.assert_allclose(m1[key], m4[key], rtol=1e-4, err_msg=key)
-  # Compare each leaf's update with its own size: first-layer BN gradients sum 32k terms that
-  # mostly cancel, so reduction order moves them by ~0.2 % of the update (1e-5 absolute), while
-  # a sharding bug (per-device BN statistics, unaveraged gradients) moves them by >= 25 %.
-  after1, after4 = jax.device_get((s1.params, s1.batch_stats)), jax.device_get((s4.params,
-                                                                               s4.batch_stats))
-  for (path, a1), a4, b in zip(jax.tree_util.tree_leaves_with_path(after1),
-                               jax.tree.leaves(after4), jax.tree.leaves(before)):
-    update = np.abs(a1 - b).max()
-    assert np.abs(a1 - a4).max() <= 0.05 * update + 1e-7, jax.tree_util.keystr(path)
-  assert set(m1) >= {"loss", "loss_response", "loss_shape", "loss_identity", "nme_io",
-                     "grad_norm", "learning_rate", "valid_clips"}
+    np.testing.assert_allclose(m1[key], m4[key], err_msg=key,
+                               atol=3 * abs(float(m1[key]) - float(m_perm[key])),
+                               rtol=1e-4)
+  after1, after4, after_perm = jax.device_get([(s.params, s.batch_stats)
+                                               for s in (s1, s4, s_perm)])
+  for (path, a1), a4, a_perm, b in zip(jax.tree_util.tree_leaves_with_path(after1),
+                                       jax.tree.leaves(after4), jax.tree.leaves(after_perm),
+                                       jax.tree.leaves(before)):
+    update, noise = np.abs(a1 - b).max(), np.abs(a1 - a_perm).max()
+    assert np.abs(a1 - a4).max() <= 0.05 * update + 3 * noise + 1e-7, jax.tree_util.keystr(path)
+  assert set(m1) >= {"loss", *loss_terms, "nme_io", "grad_norm", "learning_rate",
+                     "valid_clips"}
   losses = [float(m1["loss"])]
   for i in range(1, 4):
     s1, metrics = step(s1, batch, jax.random.key(i))
