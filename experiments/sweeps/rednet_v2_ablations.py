@@ -8,8 +8,12 @@ weighted networks of the same architecture (here trained jointly, end to end). P
 6.81 % / 468 MB, recurrent 6.33 % / 257 MB. The sweep's table reports each run's parameter count
 (`benchmarks/model_step.py` measures memory).
 
-  python experiments/sweep.py --config=rednet_v2_image:resnet_cpu --sweep=rednet_v2_ablations \
-    --workdir=$HOME/sweeps/rednet_v2 --config.data.root=...
+At CPU size on real faces (300-W, the schedule of the v1-v2 comparison in the README; the
+two-step variants take about 50 min each on 2 cores, the single-step ones about half, the
+cascade more; a stopped sweep resumes where it stopped):
+
+  python experiments/sweep.py --config=rednet_v2_faces300w:resnet --sweep=rednet_v2_ablations \
+    --workdir=$HOME/sweeps/rednet_v2 --config.data.root=$HOME/data/300w
 """
 
 from rednet_jax.training.sweeps import sweep
