@@ -116,9 +116,9 @@ class ResNetDecoder(nn.Module):
       x = nn.ConvTranspose(scaled_channels(up, self.width), (2, 2), strides=(2, 2),
                            use_bias=False, dtype=self.dtype, name=f"d{level}_deconv")(x)
       x = nn.relu(_bn(train, self.bn_momentum, self.dtype, f"d{level}_deconv_bn")(x))
-      out = self.out_channels if level == 1 and self.out_channels else scaled_channels(
-          out, self.width)
-      x = _conv(out, 1, 1, self.dtype, f"d{level}_conv")(x)
+      conv_width = (self.out_channels if level == 1 and self.out_channels
+                    else scaled_channels(out, self.width))
+      x = _conv(conv_width, 1, 1, self.dtype, f"d{level}_conv")(x)
       x = nn.relu(_bn(train, self.bn_momentum, self.dtype, f"d{level}_conv_bn")(x))
       if level > 1:                       # E_{level-1} bridges C_{level-1} into D_level
         skip = skips[level - 2]

@@ -104,8 +104,8 @@ class UnpoolingDecoder(nn.Module):
       x = unpool_with_argmax(x, indices[len(indices) - 1 - block])
       for layer, channels in enumerate(stage_channels, 1):
         last = block == len(self.stages) - 1 and layer == len(stage_channels)
-        channels = self.out_channels if last and self.out_channels else scaled_channels(
-            channels, self.width)
-        x = ConvBNReLU(channels, bn_momentum=self.bn_momentum,
+        conv_width = (self.out_channels if last and self.out_channels
+                      else scaled_channels(channels, self.width))
+        x = ConvBNReLU(conv_width, bn_momentum=self.bn_momentum,
                        dtype=self.dtype, name=f"b{len(self.stages) - block}_conv{layer}")(x, train)
     return x
