@@ -128,8 +128,8 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
           "train_step_s": train_time, "compile_train_s": compile_train,
           "compile_forward_s": compile_fwd, "xla_peak_mb": xla_peak / 2**20,
           "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-          "params_m": n_params / 1e6,
-          "params_mb": sum(a.size * 4 for a in jax.tree.leaves(variables["params"])) / 2**20, "loss_finite": bool(np.isfinite(loss)),
+          "params_m": n_params / 1e6, "params_mb": n_params * 4 / 2**20,   # float32, MiB
+          "loss_finite": bool(np.isfinite(loss)),
           "device": str(jax.devices()[0].device_kind)}
 
 
