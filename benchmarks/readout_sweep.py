@@ -73,7 +73,7 @@ def main(argv):
   print("| read-out | " + " | ".join(header) + " |")
   print("| --- | " + " | ".join("---" for _ in header) + " |")
   for setting in variants:
-    model = load_model(_CHECKPOINT.value, setting)
+    model = load_model(_CHECKPOINT.value, setting) if setting else own
     used = ", ".join(f"{k}={model.description['model'][k]}" for k in fields)
     cells = []
     for root, split in folders:
