@@ -79,8 +79,7 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
   init_points = jnp.broadcast_to(mean_shape, batch["landmarks"].shape)
   log = lambda *a: print(f"[{time.perf_counter() - t_start:7.1f}s]", *a, file=sys.stderr,
                          flush=True)
-  variables = jax.jit(lambda r: model.init({"params": r, "dropout": r}, frames,
-                                           init_points))(jax.random.key(0))
+  variables = model.init_variables(frames, init_points)
   log("init done")
   tx, schedule = make_optimizer(weight_decay=5e-4)
   state = TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],

@@ -23,7 +23,6 @@ import glob
 import json
 import os
 
-import numpy as np
 from absl import app, flags
 
 from rednet_jax.inference.landmark_model import Tracker, load_model

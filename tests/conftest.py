@@ -1,6 +1,6 @@
 """Test session setup: four fake CPU devices, so sharding is tested on any machine, and one
-compilation cache for the session (tests and the training subprocesses they start compile the
-same small programs again and again)."""
+compilation cache for the session and its pytest-xdist workers (tests and the training
+subprocesses they start compile the same small programs again and again)."""
 
 import os
 import tempfile

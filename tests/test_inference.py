@@ -44,8 +44,8 @@ def tiny_model_dir(tmp_path_factory):
                 lstm_hidden=8, use_shape_regression=False, dropout_rate=0.0)
   module = build_model(fields)
   mean = mean_shape_in_crop(normalise_to_box(_truth(VAL_FACES[0])), 32, 1.3)
-  variables = module.init(jax.random.key(0), jnp.zeros((1, 1, 32, 32, 3)),
-                          jnp.broadcast_to(jnp.asarray(mean), (1, 1, 68, 2)))
+  variables = module.init_variables(jnp.zeros((1, 1, 32, 32, 3)),
+                                    jnp.broadcast_to(jnp.asarray(mean), (1, 1, 68, 2)))
   out = str(tmp_path_factory.mktemp("tiny_model"))
   return save_model(out, fields, variables, 32, 1.3, mean, {"note": "random weights"})
 

@@ -39,8 +39,7 @@ def inputs(b=1, t=2, seed=0):
 
 
 def init(model, frames, points):
-  return jax.jit(lambda r: model.init({"params": r, "dropout": r}, frames, points))(
-      jax.random.key(0))
+  return model.init_variables(frames, points)
 
 
 def count(tree):

@@ -22,8 +22,7 @@ def real_init(model, image_shape):
   and 1- vs 4-device runs stay comparable; host-drawn weights made the dynamics chaotic."""
   b, t, h, w, _ = image_shape
   frames, points = jnp.zeros((b, t, h, w, 3)), jnp.full((b, t, L, 2), h / 2)
-  return jax.jit(lambda r: model.init({"params": r, "dropout": r}, frames, points))(
-      jax.random.key(0))
+  return model.init_variables(frames, points)
 
 
 # Each system's video stage at test size: (model config, loss fields, a large kernel's path,
@@ -94,11 +93,13 @@ def test_four_devices_match_one_device_and_the_loss_falls(system):
   # moves grad_norm by 0.1 % and some leaves by more than their update (a conv bias before BN
   # has zero true gradient, so its "update" is rounding). A sharding bug (per-device BN
   # statistics, unaveraged gradients) moves every layer by >= 25 % of its update.
-  # (Later steps may drift further: argmax read-outs are discontinuous.)
+  # (Later steps may drift further: argmax read-outs are discontinuous.) One reordering is one
+  # draw of that noise (v2's grad_norm: 0.1 % with one initialisation, 0.007 % with another,
+  # where 1 vs 4 devices differed by 0.06 %), so the metrics also get rtol 2e-3.
   for key in m1:
     np.testing.assert_allclose(m1[key], m4[key], err_msg=key,
                                atol=3 * abs(float(m1[key]) - float(m_perm[key])),
-                               rtol=1e-4)
+                               rtol=2e-3)
   after1, after4, after_perm = jax.device_get([(s.params, s.batch_stats)
                                                for s in (s1, s4, s_perm)])
   for (path, a1), a4, a_perm, b in zip(jax.tree_util.tree_leaves_with_path(after1),

@@ -63,6 +63,16 @@ class System(nn.Module):
   inference_overrides = {}
   training_only_modules = ()
 
+  def init_variables(self, frames: jax.Array, init_points: jax.Array, seed: int = 0,
+                     out_shardings: Any = None) -> dict[str, Any]:
+    """The system's own initialisation for inputs shaped like `frames` / `init_points`.
+    "rbg" keys: XLA:CPU compiles this program (random draws only; the forward pass is dead
+    code) 2-4x faster than with threefry keys (v1 at test size 30.8 s -> 7.2 s, v2 ResNet-50
+    30.3 s -> 15.7 s); only the initial draw depends on the choice."""
+    init = jax.jit(lambda r: self.init({"params": r, "dropout": r}, frames, init_points),
+                   out_shardings=out_shardings)
+    return init(jax.random.key(seed, impl="rbg"))
+
   def initial_carry(self, batch_size: int) -> Any:
     raise NotImplementedError
 

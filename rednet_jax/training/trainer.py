@@ -220,11 +220,8 @@ def _init_variables(model, config, mesh: Mesh, mean_shape: np.ndarray):
   size, t, n = config.data.size, config.data.clip_length, config.model.num_landmarks
   frames = jnp.zeros((1, t, size, size, 3), jnp.float32)
   points = jnp.broadcast_to(jnp.asarray(mean_shape), (1, t, n, 2))
-  init = jax.jit(lambda r: model.init({"params": r, "dropout": r}, frames, points),
-                 out_shardings=NamedSharding(mesh, P()))
-  # "rbg" keys: XLA:CPU compiled this init 3x faster than with threefry (7.5 s vs 24.8 s,
-  # measured on the quickstart's video model); only the initial draw depends on it.
-  variables = init(jax.random.key(config.seed, impl="rbg"))
+  variables = model.init_variables(frames, points, config.seed,
+                                   out_shardings=NamedSharding(mesh, P()))
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
