@@ -307,6 +307,8 @@ def test_a_local_sweep_of_two_variants_runs_skips_and_collects(tmp_path):
     assert record["config"]["seed"] == seed and record["config"]["log_every_steps"] == 1
   table = (workdir / "results.md").read_text()
   assert table.count("| finished |") == 2 and "image NME io (%)" in table
+  final = json.load(open(workdir / "seed=0" / "image" / "final.json"))
+  assert final["parameters"] > 0 and f"| {final['parameters'] / 1e6:.2f} |" in table
   rows = (workdir / "results.csv").read_text().splitlines()
   assert rows[0].startswith("variant,seed,image/nme_io") and len(rows) == 3
   assert "[" in (workdir / "results_by_setting.md").read_text()     # mean ± sd [min, max]

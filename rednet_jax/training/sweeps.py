@@ -151,7 +151,8 @@ def slurm_script(workdir: str, name: str, commands: Sequence[Sequence[str]],
 
 def collect(workdir: str) -> dict[str, Any]:
   """One table of the sweep in `workdir` (from its `sweep.json`): a row per variant with the
-  held-out metrics of every stage (final.json) and the training time. Writes `results.md`,
+  held-out metrics of every stage (final.json), the last stage's parameter count and the
+  training time. Writes `results.md`,
   `results.csv` and `results.png`; when a `seed` field is swept, also `results_by_setting.md`
   (mean, standard deviation, min and max over seeds of every other setting). Returns
   {"rows", "stages", "markdown"}."""
@@ -175,6 +176,7 @@ def collect(workdir: str) -> dict[str, Any]:
         row[f"{stage}/{key}"] = final.get(key, math.nan)
       seconds += final.get("train_seconds", math.nan)
     row["train_seconds"] = seconds
+    row["parameters"] = final.get("parameters", math.nan) / 1e6     # the last stage's model
     row["status"] = variant_status(os.path.join(workdir, variant["name"]), stages)
     rows.append(row)
 
@@ -182,7 +184,8 @@ def collect(workdir: str) -> dict[str, Any]:
   columns = ([(k, k, "{}") for k in fields]
              + [(f"{s}/nme_io", f"{s} NME io (%)", "{:.2f}") for s in stages]
              + [(f"{last}/{k}", f"{last} {label}", fmt) for k, label, fmt in METRICS[1:]]
-             + [("train_seconds", "train (s)", "{:.0f}"), ("status", "status", "{}")])
+             + [("parameters", "params (M)", "{:.2f}"), ("train_seconds", "train (s)", "{:.0f}"),
+                ("status", "status", "{}")])
 
   def cell(value, fmt):
     if isinstance(value, float) and math.isnan(value):

@@ -385,6 +385,7 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
   train_seconds = log.seconds_before + time.perf_counter() - stage_start
   final, details = run_eval(total_steps)
   final["train_seconds"] = train_seconds
+  final["parameters"] = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
   if jax.process_index() == 0:
     np.save(os.path.join(stage_dir, "eval_errors.npy"), details["errors"])
     written = reports.write_stage_figures(details, stage_dir, config.outputs)
