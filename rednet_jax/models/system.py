@@ -12,6 +12,8 @@ subclasses `System`. The trainer, held-out evaluation, `experiments/evaluate.py`
       is the prediction; earlier ones are for refinement figures); outputs["carry"]: the
       temporal state to pass with the next chunk of the same videos (None without one); other
       keys are the system's own (response maps, head outputs) and feed its `loss`.
+  init_variables(frames, init_points, seed) -> variables   the system's own initialisation
+                                 (provided by `System`, jitted; what the trainer starts from)
   initial_carry(batch_size)      the temporal state at the start of a video (None: stateless)
   normalise(images uint8)        the system's input convention
   loss(outputs, batch, mean_shape, clip_weights, **config.loss) -> (total, {term: value})
