@@ -12,7 +12,6 @@ before stages recorded their config; given for a stage that has a record, it mus
 `benchmarks/readout_sweep.py`); model.json records both.
 """
 
-
 from absl import app, flags
 from ml_collections import config_flags
 

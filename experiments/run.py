@@ -23,7 +23,6 @@ interrupted run and reuses finished stages, if their recorded config matches; --
 stages over. User errors end with one line on stderr (--verbose for the traceback).
 """
 
-
 from absl import app, flags
 from ml_collections import config_flags
 

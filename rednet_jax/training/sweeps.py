@@ -152,10 +152,9 @@ def slurm_script(workdir: str, name: str, commands: Sequence[Sequence[str]],
 def collect(workdir: str) -> dict[str, Any]:
   """One table of the sweep in `workdir` (from its `sweep.json`): a row per variant with the
   held-out metrics of every stage (final.json), the last stage's parameter count and the
-  training time. Writes `results.md`,
-  `results.csv` and `results.png`; when a `seed` field is swept, also `results_by_setting.md`
-  (mean, standard deviation, min and max over seeds of every other setting). Returns
-  {"rows", "stages", "markdown"}."""
+  training time. Writes `results.md`, `results.csv` and `results.png`; when a `seed` field is
+  swept, also `results_by_setting.md` (mean, standard deviation, min and max over seeds of
+  every other setting). Returns {"rows", "stages", "markdown"}."""
   with open(os.path.join(workdir, MANIFEST), encoding="utf-8") as f:
     manifest = json.load(f)
   stages = manifest["stages"]
