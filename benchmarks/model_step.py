@@ -63,6 +63,7 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
   import jax.numpy as jnp
   import numpy as np
   from rednet_jax.models import build_model
+  from rednet_jax.models.system import parameter_count
   from rednet_jax.training.train_step import TrainState, make_optimizer, make_train_step
 
   t = FLAGS.frames
@@ -122,7 +123,7 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
   train_time = timed(one_train_step, FLAGS.repeats)
   log(f"train step {train_time:.3f}s")
   loss = float(one_train_step())
-  n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(variables["params"]))
+  n_params = parameter_count(variables["params"])
   return {"model": name, "width": width, "size": size, "K": k, "T": t, "forward_s": fwd_time,
           "train_step_s": train_time, "compile_train_s": compile_train,
           "compile_forward_s": compile_fwd, "xla_peak_mb": xla_peak / 2**20,

@@ -14,6 +14,7 @@ from rednet_jax.models.targets import render_label_map
 from rednet_jax.models.heads import ShapeRegressionHead, zero_lstm_carry
 from rednet_jax.models import build_model
 from rednet_jax.models.rednet_v1 import RedNetV1
+from rednet_jax.models.system import parameter_count
 
 L = 68
 SMALL = dict(name="rednet_v1", num_landmarks=L, width=1 / 16, num_steps=2, scan_unroll=2,
@@ -45,7 +46,8 @@ def init_variables(model, b=2, t=3, size=64):
   """He-normal kernels, zero biases, unit BN, drawn on the host from the model's variable tree.
 
   XLA:CPU needs ~12 s to compile `model.init` (dozens of threefry draws); tests that only need
-  some valid weights use this, and `test_jitted_init_matches_the_variable_tree` runs the real one.
+  some valid weights use this; `System.init_variables` (test_train_step.py, the trainer tests)
+  runs the real one.
   """
   rng = np.random.default_rng(0)
 
@@ -216,7 +218,7 @@ def test_parameter_counts_at_width_one_follow_the_vgg16_arithmetic():
   model = RedNetV1(num_landmarks=68, width=1.0, num_steps=3, use_temporal=True,
                    use_identity=True, num_identities=105, use_shape_regression=True)
   shapes = variable_shapes(model, b=1, t=2, size=128)
-  count = lambda tree: sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
+  count = parameter_count
   spatial = shapes["params"]["spatial"]
   encoder_convs = count({k: v["conv"] for k, v in spatial["encoder"].items()})
   assert vgg_conv_params(3) == 14_714_688                    # VGG-16's 13 convolutions

@@ -21,6 +21,7 @@ from rednet_jax.models.pretrained import PretrainedWeightsError
 from rednet_jax.models.readout import fit_similarity, peak_positions, windowed_centroid
 from rednet_jax.models.rednet_v2 import MAJOR_LANDMARKS, V2Step
 from rednet_jax.models.resnet import ResNetEncoder, ResNetStem
+from rednet_jax.models.system import parameter_count
 from rednet_jax.models.targets import render_disks, render_gaussian_heatmaps, to_map_pixels
 
 SIZE, L = 32, 68
@@ -42,8 +43,7 @@ def init(model, frames, points):
   return model.init_variables(frames, points)
 
 
-def count(tree):
-  return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
+count = parameter_count
 
 
 def test_resnet152_encoder_has_torchvision_parameter_count():

@@ -44,6 +44,11 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB, images in [0
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
+def parameter_count(tree: Any) -> int:
+  """Number of scalars in a variable tree (e.g. `variables["params"]`)."""
+  return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
+
+
 def imagenet_normalise(images: jax.Array) -> jax.Array:
   """uint8 RGB -> ImageNet mean/std on [0, 1] (the torchvision convention)."""
   return (images.astype(jnp.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD

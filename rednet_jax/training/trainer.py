@@ -43,6 +43,7 @@ from rednet_jax.evaluation import reports
 from rednet_jax.training import run_records
 from rednet_jax.training.input_pipeline import build_stage_data
 from rednet_jax.models import build_model
+from rednet_jax.models.system import parameter_count
 from rednet_jax.training.train_step import TrainState, make_optimizer, make_train_step, shard_state
 
 DATA_AXIS = "data"
@@ -385,7 +386,7 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
   train_seconds = log.seconds_before + time.perf_counter() - stage_start
   final, details = run_eval(total_steps)
   final["train_seconds"] = train_seconds
-  final["parameters"] = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
+  final["parameters"] = parameter_count(state.params)
   if jax.process_index() == 0:
     np.save(os.path.join(stage_dir, "eval_errors.npy"), details["errors"])
     written = reports.write_stage_figures(details, stage_dir, config.outputs)
