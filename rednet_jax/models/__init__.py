@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+from rednet_jax.models.local_motion import LocalMotion
 from rednet_jax.models.rednet_v1 import RedNetV1
 from rednet_jax.models.rednet_v2 import RedNetV2
 from rednet_jax.models.system import System
@@ -14,6 +15,7 @@ from rednet_jax.models.system import System
 MODELS: dict[str, type[System]] = {
     "rednet_v1": RedNetV1,
     "rednet_v2": RedNetV2,
+    "local_motion": LocalMotion,
 }
 
 
