@@ -16,6 +16,7 @@ from data_pipelines.batching import (host_part, identity_disjoint_batches, ident
                                      load_or_mask)
 from data_pipelines.face_crops import crop_matrix, face_box
 from data_pipelines.image_folders import FaceRecord, load_image_rgb
+from data_pipelines.landmarks import flip_landmarks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,7 @@ class StillClipConfig:
   max_perspective: float = 3e-4      # homography h20/h21 terms, per pixel of the crop
   occluder_prob: float = 0.5
   brightness_drift: float = 0.3      # +- multiplicative change over the clip
+  flip: bool = False                 # mirror half the clips (landmarks' left/right swapped)
 
 
 def _path(rng, length, amplitude):
@@ -80,6 +82,8 @@ def clip_from_still(image: np.ndarray, landmarks: np.ndarray, rng: np.random.Gen
       at = start + (end - start) * i / max(t - 1, 1)
       cv2.circle(frame, (int(at[0]), int(at[1])), int(radius), colour, -1, cv2.LINE_AA)
     frames[i] = np.clip(frame, 0, 255).astype(np.uint8)
+  if config.flip and rng.random() < 0.5:
+    frames, points = np.ascontiguousarray(frames[:, :, ::-1]), flip_landmarks(points, size)
   return frames, points
 
 

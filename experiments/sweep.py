@@ -88,7 +88,8 @@ def main(argv):
   names = [sweeps.variant_name(v) for v in variants]
   stage_names = None
   for name, overrides in zip(names, variants):   # every variant's config, before any run
-    config = configs.load_config(config_spec, _COMMON + [
+    spec, overrides = sweeps.variant_config(config_spec, overrides)
+    config = configs.load_config(spec, _COMMON + [
         f"{k}={sweeps.format_value(v)}" for k, v in overrides.items()])
     try:
       configs.validate(config)

@@ -196,8 +196,8 @@ def evaluate_videos(model: LandmarkModel,
 
 def tables(result: Evaluated, order: Sequence[str] = ()) -> dict[str, dict[str, float]]:
   """Per subset (in `order`, then the others by name, 'all' last): NME with each normaliser,
-  FR and AUC at 8 % and 10 % (inter-ocular), per-group NME (68 points), frames, and frames
-  without a face."""
+  FR and AUC at 8 % and 10 % (inter-ocular) and at 8 % and 4 % (box diagonal), per-group NME
+  (68 points), frames, and frames without a face."""
   if not result.points:
     raise ValueError("nothing was evaluated (no frame had a face)")
   points, landmarks = np.stack(result.points), np.stack(result.landmarks)
@@ -213,6 +213,10 @@ def tables(result: Evaluated, order: Sequence[str] = ()) -> dict[str, dict[str, 
     for kind in ("ip", "box"):
       errors = np.asarray(metrics.normalised_errors(points[mask], landmarks[mask], kind))
       row[f"nme_{kind}"] = float(100 * errors.mean())
+    # Belmonte et al.'s protocol: box-diagonal NME, FR and AUC at 8 % and 4 %.
+    for threshold in (0.08, 0.04):
+      row[f"fr{round(100 * threshold):02d}_box"] = float(100 * (errors > threshold).mean())
+      row[f"auc{round(100 * threshold):02d}_box"] = metrics.ced_auc(errors, threshold)
     if points.shape[1] == 68:
       row.update(metrics.group_errors(points[mask], landmarks[mask], "io"))
     row.update(_jitter_row(result, mask))
@@ -252,7 +256,7 @@ def errors_by_subset(result: Evaluated) -> dict[str, np.ndarray]:
 
 def markdown_table(rows: dict[str, dict[str, float]]) -> str:
   columns = ["frames", "nme_io", "median_io", "nme_ip", "nme_box", "fr08_io", "fr10_io",
-             "auc08_io", "auc10_io", "missed"]
+             "auc08_io", "auc10_io", "auc08_box", "fr08_box", "auc04_box", "fr04_box", "missed"]
   first = next(iter(rows.values()))
   columns += [c for c in ("jitter_io", "jitter_io_all_points", "gt_jitter_io", "bad_samples")
               if c in first and (c != "bad_samples" or first[c])]

@@ -10,7 +10,9 @@ subclasses `System`. The trainer, held-out evaluation, `experiments/evaluate.py`
       system renders its own feedback from z_0 (v1: a label map, v2: 7 detection disks).
       outputs["points"] (K, B, T, L, 2): the shape after each of the K spatial steps (the last
       is the prediction; earlier ones are for refinement figures); outputs["carry"]: the
-      temporal state to pass with the next chunk of the same videos (None without one); other
+      temporal state to pass with the next chunk of the same videos (None without one);
+      optional outputs["frame_weights"] (B, T): 0 for frames the system made no prediction for
+      in training (the local-motion models' window history), left out of training metrics; other
       keys are the system's own (response maps, head outputs) and feed its `loss`.
   init_variables(frames, init_points, seed) -> variables   the system's own initialisation
                                  (provided by `System`, jitted; what the trainer starts from)

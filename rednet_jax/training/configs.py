@@ -64,6 +64,10 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
       scale=(0.9, 1.1), rotation_deg=15.0, translation_px_at_128=7.0, flip=True, colour=0.0,
       blur_prob=0.0, occluder_prob=0.0))
   c.data.identity_disjoint = False   # no identity twice in a batch (paper: video stage)
+  # Share of the training images / videos held out (seeded) as a validation set, evaluated
+  # every epoch (needed by optimizer.schedule='plateau'); 0: none.
+  c.data.validation_fraction = 0.0
+  c.data.clip_flip = False           # still_clips: mirror half the clips (landmarks swapped)
   c.data.skip_bad_samples = False
   c.data.occluder_prob = 0.5         # still_clips: share of clips crossed by a moving occluder
   c.data.workers = 2                 # Grain worker processes (0: decode in the main process)
@@ -95,6 +99,11 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=0.01, momentum=0.9, decay_rate=0.8, decay_every_epochs=10,
       weight_decay=0.0))             # paper: SGD 0.9, lr 0.01 x0.8 every 10 epochs; no decay
+  # 'step': x decay_rate every decay_every_epochs; 'plateau': x decay_rate when the validation
+  # NME (data.validation_fraction of the training data) has not improved for
+  # plateau_patience_epochs epochs (Belmonte et al.: x0.1 after 10).
+  c.optimizer.schedule = "step"
+  c.optimizer.plateau_patience_epochs = 10
 
   c.loss = ml_collections.ConfigDict()
   c.loss.target_square = 3           # ours: ground-truth label-map square side (px)
@@ -129,6 +138,12 @@ class ConfigError(ValueError):
 # Fields that cannot change what a stage computes: a stage may be resumed (or a finished one
 # reused) when only these differ from the config it was started with. The device count and the
 # state sharding change the order of floating-point reductions only (the last bits).
+# Fields added after runs were recorded, with the value that does what those runs did: a record
+# without the field matches a config holding this value.
+ADDED_FIELD_DEFAULTS = {"optimizer.schedule": "step", "optimizer.plateau_patience_epochs": 10,
+                        "data.validation_fraction": 0.0, "data.clip_flip": False,
+                        "eval.data.validation_fraction": 0.0, "eval.data.clip_flip": False}
+
 RESULT_NEUTRAL_FIELDS = (
     "name", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_every_steps",
     "outputs", "data.workers", "eval.data.workers", "mesh.num_devices", "mesh.state_sharding")
@@ -333,6 +348,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     need(0 < c.optimizer.decay_rate <= 1, "optimizer.decay_rate", "must be in (0, 1]")
     need(c.optimizer.decay_every_epochs > 0, "optimizer.decay_every_epochs", "must be > 0")
     need(c.optimizer.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
+    need(c.optimizer.schedule in ("step", "plateau"), "optimizer.schedule",
+         "must be 'step' or 'plateau'")
+    need(c.optimizer.schedule != "plateau" or c.data.validation_fraction > 0,
+         "optimizer.schedule", "'plateau' needs a validation set: data.validation_fraction > 0")
+    need(isinstance(c.optimizer.plateau_patience_epochs, int)
+         and c.optimizer.plateau_patience_epochs >= 1, "optimizer.plateau_patience_epochs",
+         "must be a positive integer")
+    need(0 <= c.data.validation_fraction < 1, "data.validation_fraction", "must be in [0, 1)")
+    need(not c.data.clip_flip or c.data.kind == "still_clips", "data.clip_flip",
+         "mirrors clips of data.kind='still_clips' only")
     for key in (c.loss.weights.keys() if "weights" in c.loss else ()):
       need(c.loss.weights[key] >= 0, f"loss.weights.{key}", "must be >= 0")
     need(c.z0_in_training in ("prediction", "ground_truth"), "z0_in_training",
@@ -360,8 +385,10 @@ def differences(recorded: dict, current: dict, prefix: str = "") -> list[tuple[s
         out[p + k] = list(v) if isinstance(v, tuple) else v
     return out
   a, b = flat(recorded), flat(json_roundtrip(current))
-  return [(prefix + k, a.get(k, "<absent>"), b.get(k, "<absent>")) for k in sorted(set(a) | set(b))
-          if k not in RESULT_NEUTRAL_FIELDS and a.get(k, "<absent>") != b.get(k, "<absent>")]
+  def value(d, k):
+    return d.get(k, ADDED_FIELD_DEFAULTS.get(k, "<absent>"))
+  return [(prefix + k, value(a, k), value(b, k)) for k in sorted(set(a) | set(b))
+          if k not in RESULT_NEUTRAL_FIELDS and value(a, k) != value(b, k)]
 
 
 def json_roundtrip(config) -> dict:

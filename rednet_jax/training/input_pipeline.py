@@ -59,6 +59,21 @@ class StageData:
   mean_shape: np.ndarray           # (L, 2) in crop pixels: z_0 of still images, f_REG's origin
   num_identities: int              # identities of the training split
   description: str                 # for the log
+  validation: grain.MapDataset | None = None   # data.validation_fraction of the training data
+
+
+def split_validation(items: list, fraction: float, seed: int) -> tuple[list, list]:
+  """(training, validation): a seeded `fraction` of `items` (at least one when fraction > 0)
+  held out; the order within each part is kept."""
+  if fraction <= 0:
+    return items, []
+  count = max(1, int(round(fraction * len(items))))
+  if count >= len(items):
+    raise DataError(f"data.validation_fraction={fraction} leaves no training data of "
+                    f"{len(items)} items")
+  chosen = set(np.random.default_rng(seed).permutation(len(items))[:count].tolist())
+  return ([x for i, x in enumerate(items) if i not in chosen],
+          [x for i, x in enumerate(items) if i in chosen])
 
 
 class _BatchOfStep(grain.transforms.Map):
@@ -316,6 +331,7 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
   seed, size = config.seed, data.size
   if data.kind in ("300vw", "synthetic_videos"):
     train_videos, held_out = _videos(data, workdir, "data.root")
+    train_videos, validation = split_validation(train_videos, data.validation_fraction, seed)
     unit_mean = mean_shape(np.concatenate([v.landmarks for v in train_videos]))
     identities = {v.identity for v in train_videos}
     make_epoch = functools.partial(
@@ -326,6 +342,7 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
     description = f"{len(train_videos)} training videos, {len(held_out)} held out"
   else:
     train_records, held_out = _stills(data, workdir, "data.root")
+    train_records, validation = split_validation(train_records, data.validation_fraction, seed)
     extra_records = _extra_source(data, "data.root")
     weights = mixing_weights(len(train_records), len(extra_records), data)
     train_records = train_records + extra_records
@@ -337,7 +354,8 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
               batch_size=data.batch_size, clips_per_image=data.samples_per_image,
               config=StillClipConfig(clip_length=data.clip_length, out_size=size,
                                      box_scale=data.box_scale,
-                                     occluder_prob=data.occluder_prob),
+                                     occluder_prob=data.occluder_prob,
+                                     flip=data.augment and data.clip_flip),
               skip_bad_samples=data.skip_bad_samples))
     else:
       make_epoch = functools.partial(
@@ -352,6 +370,8 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
                    + (f" ({len(extra_records)} from {data.extra_root}, "
                       f"{data.extra_weight:.0%} of the samples)" if extra_records else "")
                    + f", {len(held_out)} held out")
+  if validation:
+    description += f"; {len(validation)} for validation"
 
   steps_per_epoch = len(make_epoch(0))
   if steps_per_epoch == 0:
@@ -365,7 +385,9 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
     eval_data = build_eval_data(data, config.eval, workdir, held_out, host)
   return StageData(train=train, steps_per_epoch=steps_per_epoch, eval=eval_data,
                    mean_shape=mean_shape_in_crop(unit_mean, size, data.box_scale),
-                   num_identities=len(identities), description=description)
+                   num_identities=len(identities), description=description,
+                   validation=(build_eval_data(data, config.eval, workdir, validation, host)
+                               if validation else None))
 
 
 def build_eval_data(data, eval_config, workdir: str, held_out: list | None = None,

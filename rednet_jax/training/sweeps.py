@@ -9,7 +9,8 @@ override dicts, built with `sweep`, `product` and `zipit` (the big_vision / scen
 
 Each dict is one variant: `{"model.num_steps": 3, "seed": 1}` runs
 `experiments/run.py --config=... --config.model.num_steps=3 --config.seed=1` in its own
-sub-workdir named after the overrides (`model.num_steps=3,seed=1`). `experiments/sweep.py`
+sub-workdir named after the overrides (`model.num_steps=3,seed=1`); the key `preset` selects
+the config file's preset instead of a field (`sweep("preset", ["2d_cpu", "3d_cpu"])`). `experiments/sweep.py`
 launches them and `collect()` gathers the results.
 """
 
@@ -31,6 +32,7 @@ from rednet_jax.training import configs
 SWEEPS_DIR = os.path.join(os.path.dirname(configs.CONFIGS_DIR), "sweeps")
 REPO_ROOT = os.path.dirname(os.path.dirname(configs.CONFIGS_DIR))
 MANIFEST = "sweep.json"
+PRESET = "preset"      # pseudo-field of a variant: the config file's preset (variant_config)
 METRICS = (("nme_io", "NME io (%)", "{:.2f}"), ("fr10_io", "FR@10 (%)", "{:.1f}"),
            ("auc10_io", "AUC@10", "{:.3f}"))
 
@@ -94,10 +96,25 @@ def load_sweep(spec: str, sweeps_dir: str = SWEEPS_DIR) -> list[dict[str, Any]]:
   return variants
 
 
+def variant_config(config_spec: str, overrides: dict) -> tuple[str, dict]:
+  """(config spec, field overrides) of one variant. The pseudo-field `preset` picks the config
+  file's preset (`--config=NAME:PRESET`), for variants that differ in many fields at once (a
+  model family's members); `--config` then names the file without a preset."""
+  if PRESET not in overrides:
+    return config_spec, overrides
+  name, sep, _ = config_spec.partition(":")
+  if sep:
+    raise configs.ConfigError(f"--config={config_spec}: the sweep sets the preset of each "
+                              f"variant; give --config={name}")
+  return (f"{name}:{overrides[PRESET]}",
+          {k: v for k, v in overrides.items() if k != PRESET})
+
+
 def run_command(config_spec: str, workdir: str, common: Sequence[str], overrides: dict,
                 python: str = sys.executable) -> list[str]:
   """The `experiments/run.py` command line of one variant."""
   run_py = os.path.join(os.path.dirname(configs.CONFIGS_DIR), "run.py")
+  config_spec, overrides = variant_config(config_spec, overrides)
   return ([python, run_py, f"--config={config_spec}", f"--workdir={workdir}"]
           + [f"--config.{o}" for o in common]
           + [f"--config.{k}={format_value(v)}" for k, v in overrides.items()])

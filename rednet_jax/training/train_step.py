@@ -33,23 +33,60 @@ class TrainState:
 
 
 def make_optimizer(learning_rate: float = 0.01, momentum: float = 0.9, decay_rate: float = 0.8,
-                   decay_every_steps: int = 1000, weight_decay: float = 0.0, name: str = "sgd"
+                   decay_every_steps: int = 1000, weight_decay: float = 0.0, name: str = "sgd",
+                   schedule: str = "step"
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """The paper's SGD: momentum 0.9, lr 0.01 multiplied by 0.8 every 10 epochs (pass
   decay_every_steps = 10 * steps_per_epoch); weight decay is a field (the paper gives none).
   name='adam' (momentum is then Adam's b1) is not the paper's: it is there for short CPU runs,
-  where SGD at lr 0.01 needs far more steps than a few minutes give."""
-  schedule = optax.exponential_decay(learning_rate, decay_every_steps, decay_rate,
-                                     staircase=True)
+  where SGD at lr 0.01 needs far more steps than a few minutes give.
+
+  schedule='plateau' (Belmonte et al.): a constant rate multiplied by `decay_rate` whenever the
+  trainer's validation error stops improving (`update_plateau`; the multiplier lives in the
+  optimiser state, so it is checkpointed with it)."""
+  if schedule == "step":
+    lr = optax.exponential_decay(learning_rate, decay_every_steps, decay_rate, staircase=True)
+  elif schedule == "plateau":
+    lr = optax.constant_schedule(learning_rate)
+  else:
+    raise ValueError(f"optimizer.schedule must be 'step' or 'plateau', got {schedule!r}")
   if name == "sgd":
-    update = optax.sgd(schedule, momentum=momentum)
+    update = optax.sgd(lr, momentum=momentum)
   elif name == "adam":
-    update = optax.adam(schedule, b1=momentum)
+    update = optax.adam(lr, b1=momentum)
   else:
     raise ValueError(f"optimizer.name must be 'sgd' (paper) or 'adam', got {name!r}")
-  tx = optax.chain(optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
-                   update)
-  return tx, schedule
+  parts = [optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(), update]
+  if schedule == "plateau":
+    parts.append(_scale_by_plateau())
+  return optax.chain(*parts), lr
+
+
+def _scale_by_plateau() -> optax.GradientTransformation:
+  """Multiplies updates by the plateau state's scale, which only `update_plateau` changes."""
+  plateau = optax.contrib.reduce_on_plateau()
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u: state.scale * u, updates), state
+  return optax.GradientTransformation(plateau.init, update)
+
+
+def update_plateau(opt_state: Any, value: float, factor: float, patience: int) -> Any:
+  """`opt_state` after one validation error `value`: optax's reduce-on-plateau rule (the
+  scale times `factor` once `value` has not improved for `patience` calls in a row)."""
+  plateau = optax.contrib.reduce_on_plateau(factor=factor, patience=patience,
+                                            accumulation_size=1)
+  _, state = plateau.update({}, opt_state[-1], value=jnp.asarray(value, jnp.float32))
+  return (*opt_state[:-1], state)
+
+
+def learning_rate_scale(opt_state: Any) -> jax.Array:
+  """The plateau multiplier of an optimiser state (1 without a plateau schedule)."""
+  last = opt_state[-1] if isinstance(opt_state, tuple) and opt_state else None
+  if isinstance(last, optax.contrib.ReduceLROnPlateauState):
+    return last.scale
+  return jnp.ones(())
 
 
 def initial_points(landmarks: jax.Array, mean_shape: jax.Array) -> jax.Array:
@@ -58,10 +95,14 @@ def initial_points(landmarks: jax.Array, mean_shape: jax.Array) -> jax.Array:
   return jnp.concatenate([first, landmarks[:, :-1]], axis=1)
 
 
-def inter_ocular_nme(points: jax.Array, landmarks: jax.Array, valid: jax.Array) -> jax.Array:
-  """Mean inter-ocular NME over the frames of valid clips, in % (`metrics`' definition)."""
+def inter_ocular_nme(points: jax.Array, landmarks: jax.Array, valid: jax.Array,
+                     frame_weights: jax.Array | None = None) -> jax.Array:
+  """Mean inter-ocular NME over the frames of valid clips (and, when given, the frames with
+  weight 1: those a system predicted), in % (`metrics`' definition)."""
   error = metrics.normalised_errors(points, landmarks, "io")
   weights = valid[:, None].astype(jnp.float32) * jnp.ones_like(error)
+  if frame_weights is not None:
+    weights = weights * frame_weights
   return 100 * jnp.sum(error * weights) / jnp.maximum(weights.sum(), 1.0)
 
 
@@ -111,9 +152,11 @@ def make_train_step(model: System, tx: optax.GradientTransformation,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     measured = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()},
-                "nme_io": inter_ocular_nme(outputs["points"][-1], landmarks, valid),
+                "nme_io": inter_ocular_nme(outputs["points"][-1], landmarks, valid,
+                                           outputs.get("frame_weights")),
                 "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
-                "learning_rate": schedule(state.step), "valid_clips": valid.sum()}
+                "learning_rate": schedule(state.step) * learning_rate_scale(state.opt_state),
+                "valid_clips": valid.sum()}
     return TrainState(state.step + 1, params, batch_stats, opt_state), measured
 
   replicated = NamedSharding(mesh, P())

@@ -44,7 +44,8 @@ from rednet_jax.training import run_records
 from rednet_jax.training.input_pipeline import build_stage_data
 from rednet_jax.models import build_model
 from rednet_jax.models.system import parameter_count
-from rednet_jax.training.train_step import TrainState, make_optimizer, make_train_step, shard_state
+from rednet_jax.training.train_step import (TrainState, make_optimizer, make_train_step,
+                                            shard_state, update_plateau)
 
 DATA_AXIS = "data"
 
@@ -274,7 +275,7 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
   tx, schedule = make_optimizer(
       config.optimizer.learning_rate, config.optimizer.momentum, config.optimizer.decay_rate,
       config.optimizer.decay_every_epochs * data.steps_per_epoch, config.optimizer.weight_decay,
-      config.optimizer.name)
+      config.optimizer.name, config.optimizer.schedule)
   logging.info("[%s] %s; %d steps/epoch x %d epochs = %d steps; %d devices, %d processes",
                config.name, data.description, data.steps_per_epoch, config.num_epochs,
                total_steps, mesh.size, host[1])
@@ -329,6 +330,17 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
                  metrics["frames"])
     return metrics, details
 
+  def run_validation(step: int):
+    """Validation NME (data.validation_fraction of the training data) -> the plateau rule."""
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    metrics, _ = held_out.evaluate(eval_step, variables, iter(data.validation), to_global)
+    log.write(step, "val", metrics)
+    logging.info("[%s] step %d validation: nme_io %.2f %%", config.name, step, metrics["nme_io"])
+    opt_state = update_plateau(state.opt_state, metrics["nme_io"], config.optimizer.decay_rate,
+                               config.optimizer.plateau_patience_epochs)
+    return jax.device_put(state.replace(opt_state=opt_state), state_sharding)
+
+  plateau = config.optimizer.schedule == "plateau"
   step = first_step = int(state.step)
   log = _Log(stage_dir, step)
   base_rng = jax.random.key(config.seed + 1)
@@ -377,6 +389,8 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
       pending = []
       if window_steps >= 50:   # rates over a moving window of steps
         window_start, window_steps = time.perf_counter(), 0
+    if plateau and step % data.steps_per_epoch == 0 and step < total_steps:
+      state = run_validation(step)   # before a save at the same step, which then holds it
     if save_now:
       checkpoints.save(manager, step, _state_tree(state, mean_shape), iterator)
       last_saved = step

@@ -1,0 +1,84 @@
+r"""The local-motion models of Belmonte et al. (WACV 2019): 2D, 3D, 2DRNN, 3DRNN, 2DFCRNN and
+3DFCRNN (`rednet_jax/models/local_motion.py`), one stage each, trained from scratch.
+
+Presets: VARIANT (the paper's setting) and VARIANT_cpu (a 2-core CPU budget on real faces),
+VARIANT one of 2d, 3d, 2drnn, 3drnn, 2dfcrnn, 3dfcrnn.
+
+The paper's setting (VARIANT): 300-VW (data.kind '300vw'; the paper's split is the challenge's
+50 training / 64 test videos, here the project's RED-Net split of the same videos), clips of
+3 frames (the 2D model: single frames), 20 % of the training videos for validation, 64 x 64
+crops Z-score normalised, Xavier-uniform initialisation, Adam lr 1e-4 x0.1 when the validation
+NME has not improved for 10 epochs, 100 epochs, batch 8 (2D convolutions) / 4 (3D), L2 loss,
+flip and time-reversal augmentation (300-VW clips are sampled in both directions).
+  python experiments/run.py --config=local_motion:3drnn --workdir=$HOME/runs/lm_3drnn \
+    --config.data.root=/path/to/300vw
+Hardware: one GPU. Expected time and result: not measured (no accelerator lent yet; paper
+Table 6, 300-VW categories 1/2/3 mean error: 3DRNN 5.34 / 5.01 / 8.14, 3DFCRNN 5.73 / 4.83 /
+8.70).
+
+The CPU budget (VARIANT_cpu, what `experiments/sweeps/local_motion.py` trains): 300-W's LFPW +
+Helen training faces (1,675; 20 % for validation) made into clips of 3 frames by a smooth
+random camera path (`data.kind='still_clips'`, no occluders, half the clips mirrored), the
+paper's models, optimiser, batch and schedule, and as many epochs as about 45 minutes on two
+cores give each model (capped at the paper's 100), measured with
+`benchmarks/local_motion_table7.py` (train samples/s: 2D 83, 3D 9.7, 2DRNN 20, 3DRNN 8.5,
+2DFCRNN 0.7, 3DFCRNN 0.6). Held-out evaluation: 300-W common (554 stills, a window of the
+same frame three times), as for the RED-Net rows of the README.
+  python experiments/run.py --config=local_motion:3drnn_cpu --workdir=$HOME/runs/lm_3drnn \
+    --config.data_root=/path/to/300w
+Hardware: 2 CPU cores. Expected time: about 45 minutes each (the FCRNNs: one epoch, ~40 min).
+Expected result: see the README's local-motion table.
+"""
+
+import ml_collections
+
+from rednet_jax.models.local_motion import VARIANTS
+from rednet_jax.training.configs import base_stage
+
+# Epochs in the CPU budget (about 45 min on 2 cores, data loading included; at most 100).
+CPU_EPOCHS = {"2d": 100, "3d": 18, "2drnn": 38, "3drnn": 16, "2dfcrnn": 1, "3dfcrnn": 1}
+
+
+def get_config(arg: str = "3drnn"):
+  variant, _, cpu = arg.partition("_")
+  if variant not in VARIANTS or cpu not in ("", "cpu"):
+    raise ValueError(f"local_motion: unknown preset {arg!r}; known: "
+                     f"{sorted(VARIANTS) + sorted(v + '_cpu' for v in VARIANTS)}")
+  convolution, recurrent, output = VARIANTS[variant]
+  c = base_stage("train")
+  c.model = ml_collections.ConfigDict(dict(
+      name="local_motion", num_landmarks=c.data.get_ref("num_landmarks"),
+      input_size=c.data.get_ref("size"), convolution=convolution, recurrent=recurrent,
+      output=output, window=3, width=1.0, filters=(32, 64, 128, 256, 512), dense_units=1024,
+      heatmap_features=256, head_features=512, dropout_rate=0.2, recurrent_dropout=0.2,
+      readout="peak", readout_window=3, dtype="float32"))
+  c.loss = ml_collections.ConfigDict(dict(gaussian_sigma=3.0))
+  c.data.size = 64
+  temporal = convolution == "3d" or recurrent
+  c.data.clip_length = 3 if temporal else 1
+  c.data.batch_size = 4 if convolution == "3d" else 8
+  c.data.validation_fraction = 0.2
+  c.optimizer.update(name="adam", learning_rate=1e-4, momentum=0.9, decay_rate=0.1,
+                     schedule="plateau", plateau_patience_epochs=10)
+  c.z0_in_training = "ground_truth"   # these models take no z_0; skips the tracking pass
+  c.num_epochs = 100
+  c.outputs = ("ced_plot",)
+  if not cpu:
+    c.data.kind = "300vw"
+    c.data.root = "~/data/300vw"
+    c.data.train_split, c.data.eval_split = "train", "test"
+    c.data.clips_per_video = 100
+    c.eval.batch_size = 8
+    return c
+  root = ml_collections.FieldReference("~/data/300w")
+  c.data_root = root
+  c.data.kind = "still_clips"
+  c.data.root = root
+  c.data.train_split, c.data.eval_split = "train", "test"
+  c.data.samples_per_image = 1        # an epoch: every training face once
+  c.data.occluder_prob = 0.0          # the paper adds no occluders
+  c.data.clip_flip = True
+  c.num_epochs = CPU_EPOCHS[variant]
+  c.eval.batch_size = 16
+  c.eval.data.update(kind="image_folder", root=root, eval_split="test", clip_length=1, size=64)
+  return c
