@@ -185,3 +185,21 @@ def test_zscore_and_coordinate_convention():
   np.testing.assert_allclose(model.to_unit(model.to_pixels(corners)), corners)
   with pytest.raises(ValueError, match="model.input_size"):
     model.init_variables(jnp.zeros((1, 1, 96, 96, 3)), jnp.zeros((1, 1, L, 2)))
+
+
+def test_the_decoders_transposed_convolution_is_flax_conv_transpose():
+  """Same parameters, outputs and gradients as nn.ConvTranspose(3x3, stride 2, 'SAME')."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from rednet_jax.models.local_motion import ConvTranspose3x3Stride2  # pylint: disable=g-import-not-at-top
+  x = jax.random.normal(jax.random.key(0), (2, 4, 5, 6))
+  ours, reference = ConvTranspose3x3Stride2(7), nn.ConvTranspose(7, (3, 3), strides=(2, 2),
+                                                                  padding="SAME")
+  variables = ours.init(jax.random.key(1), x)
+  variables = jax.tree.map(lambda a: a + jax.random.normal(jax.random.key(2), a.shape), variables)
+  assert (jax.tree.map(jnp.shape, variables)
+          == jax.tree.map(jnp.shape, reference.init(jax.random.key(1), x)))
+  np.testing.assert_allclose(ours.apply(variables, x), reference.apply(variables, x), atol=1e-5)
+  loss = lambda module: lambda v, x: (module.apply(v, x) ** 2).sum()
+  for a, b in zip(jax.tree.leaves(jax.grad(loss(ours), (0, 1))(variables, x)),
+                  jax.tree.leaves(jax.grad(loss(reference), (0, 1))(variables, x))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
