@@ -17,6 +17,9 @@ r"""Trains a curriculum stage (or the whole curriculum) from a config.
   rednet_v2_identity[:resnet|vgg|resnet_cpu|vgg_cpu]  stages on the v1 stages' data; ResNet-152
   rednet_v2_video[:resnet|vgg|resnet_cpu|vgg_cpu]     (default) or VGG-16
   rednet_v2_faces300w[:resnet|vgg]  RED-Net v2 on faces300w's image stage at CPU size
+  local_motion[:VARIANT|VARIANT_cpu]  Belmonte et al. (WACV 2019), VARIANT one of 2d, 3d,
+                        2drnn, 3drnn, 2dfcrnn, 3dfcrnn: on 300-VW; _cpu: 300-W still clips,
+                        a 2-core budget
 `--config.a.b=v` overrides a field (on a curriculum, `--config.model.x=v` sets it in every
 stage and `--config.video.model.x=v` in one). Re-running the same command resumes an
 interrupted run and reuses finished stages, if their recorded config matches; --restart starts

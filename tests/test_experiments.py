@@ -292,6 +292,18 @@ def test_sweep_helpers_and_variant_names():
     for k, v in variant.items():
       assert c.model[k.split(".")[-1]] == v
   assert sweeps.variant_name({"model.steps": ("detection",)}) == "model.steps=(detection,)"
+  # The local-motion sweep's variants are presets of one config file.
+  variants = sweeps.load_sweep("local_motion")
+  assert [v["preset"] for v in variants] == ["2d_cpu", "3d_cpu", "2drnn_cpu", "3drnn_cpu",
+                                             "2dfcrnn_cpu", "3dfcrnn_cpu"]
+  for variant in variants + sweeps.load_sweep("local_motion:paper"):
+    spec, overrides = sweeps.variant_config("local_motion", {**variant, "seed": 2})
+    assert spec == "local_motion:" + variant["preset"] and overrides == {"seed": 2}
+    configs.validate(load_config(spec))
+  command = sweeps.run_command("local_motion", "/tmp/w", [], variants[1])
+  assert "--config=local_motion:3d_cpu" in command and not any("preset" in a for a in command)
+  with pytest.raises(configs.ConfigError, match="sets the preset"):
+    sweeps.variant_config("local_motion:2d", variants[0])
 
 
 def test_a_local_sweep_of_two_variants_runs_skips_and_collects(tmp_path):

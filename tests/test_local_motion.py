@@ -203,3 +203,57 @@ def test_the_decoders_transposed_convolution_is_flax_conv_transpose():
   for a, b in zip(jax.tree.leaves(jax.grad(loss(ours), (0, 1))(variables, x)),
                   jax.tree.leaves(jax.grad(loss(reference), (0, 1))(variables, x))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_the_plateau_rule_scales_updates_after_patience_evaluations_without_improvement():
+  from rednet_jax.training.train_step import (learning_rate_scale, make_optimizer,  # pylint: disable=g-import-not-at-top
+                                              update_plateau)
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.array([1.0, -2.0, 0.5])}
+  tx, _ = make_optimizer(1e-3, name="adam", decay_rate=0.1, schedule="plateau")
+  state = tx.init(params)
+  first, _ = tx.update(grads, state, params)
+  scales = []
+  for value in (1.0, 0.9, 0.95, 0.92, 0.97, 0.96, 0.99):  # best 0.9; then 2 bad, 2 bad
+    state = update_plateau(state, value, factor=0.1, patience=2)
+    scales.append(float(learning_rate_scale(state)))
+  np.testing.assert_allclose(scales, [1, 1, 1, 0.1, 0.1, 0.01, 0.01], rtol=1e-6)
+  scaled, _ = tx.update(grads, state, params)
+  np.testing.assert_allclose(scaled["w"], 0.01 * first["w"], rtol=1e-5)
+  assert float(learning_rate_scale(make_optimizer()[0].init(params))) == 1.0
+
+
+def test_a_tiny_stage_trains_validates_exports_and_tracks_through_the_shared_interface(tmp_path):
+  """The trainer (plateau schedule, validation every epoch), export, LandmarkModel and Tracker
+  take a windowed model with no per-system code: 3DRNN on the tiny synthetic videos."""
+  import json  # pylint: disable=g-import-not-at-top
+  from rednet_jax.inference.detection import Face  # pylint: disable=g-import-not-at-top
+  from rednet_jax.inference.landmark_model import (Tracker, export_run_stage,  # pylint: disable=g-import-not-at-top
+                                                   load_model)
+  from rednet_jax.training import configs  # pylint: disable=g-import-not-at-top
+  from rednet_jax.training.trainer import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  tiny_video = configs.load_config("quickstart:tiny").video.data
+  c = configs.load_config("local_motion:3drnn")
+  c.data.update(kind="synthetic_videos", root="", size=32, workers=0, clips_per_video=2,
+                validation_fraction=0.3, batch_size=4)
+  c.data.synthetic.update(tiny_video.synthetic)
+  c.model.width, c.model.zero_init_output = 1 / 16, True
+  c.optimizer.plateau_patience_epochs = 1
+  c.total_steps, c.log_every_steps, c.checkpoint_every_steps = 12, 2, 4
+  c.eval.batch_size, c.eval.clips_per_video = 4, 1
+  configs.validate(c)
+  final = train_and_evaluate(c, str(tmp_path / "run"))["train"]
+  assert np.isfinite(final["nme_io"]) and final["frames"] > 0
+  metrics = [json.loads(line) for line in open(tmp_path / "run" / "train" / "metrics.jsonl")]
+  val = {m["step"]: m["nme_io"] for m in metrics if m["split"] == "val"}
+  assert sorted(val) == [4, 8]                     # 4 steps per epoch; none at the last step
+  last_lr = [m["learning_rate"] for m in metrics if m["split"] == "train"][-1]
+  np.testing.assert_allclose(last_lr, 1e-4 if val[8] < val[4] else 1e-5, rtol=1e-5)
+  model = load_model(export_run_stage(str(tmp_path / "run"), "train", str(tmp_path / "export")))
+  assert model.module.recurrent_dropout == 0.0 and model.size == 32
+  frame = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+  tracker = Tracker(model, min_confidence=0.0)
+  points, confidence = tracker.update(frame, face=Face(np.array([80.0, 60.0]), 50.0, 1.0))
+  assert points.shape == (68, 2) and confidence == 1.0     # coordinates: no presence signal
+  points, _ = tracker.update(frame)
+  assert points.shape == (68, 2) and np.all(np.isfinite(points))

@@ -26,32 +26,37 @@ def real_init(model, image_shape):
 
 
 # Each system's video stage at test size: (model config, loss fields, a large kernel's path,
-# the loss terms its metrics report).
+# the loss terms its metrics report, frames per clip).
 SYSTEMS = {
     "rednet_v1": (dict(name="rednet_v1", num_landmarks=L, width=1 / 16, num_steps=2,
                        scan_unroll=2, use_identity=True, num_identities=4,
                        use_shape_regression=True, lstm_hidden=8, use_temporal=True),
-                  {"weights": {"shape": 0.01}}, ("encoder", "conv5_3", "conv", "kernel"),
-                  ("loss_response", "loss_shape", "loss_identity")),
+                  {"weights": {"shape": 0.01}}, ("spatial", "encoder", "conv5_3", "conv", "kernel"),
+                  ("loss_response", "loss_shape", "loss_identity"), 2),
     "rednet_v2": (dict(name="rednet_v2", encoder="vgg16", width=1 / 16, scan_unroll=2,
                        use_identity=True, num_identities=4, lstm_hidden=8, use_temporal=True,
                        disk_radius=2.0, dropout_rate=0.0),
                   {"disk_radius": 2.0, "gaussian_sigma": 2.0, "weights": {"regression": 10.0}},
-                  ("network", "encoder", "conv5_3", "conv", "kernel"),
-                  ("loss_detection", "loss_regression", "loss_identity")),
+                  ("spatial", "network", "encoder", "conv5_3", "conv", "kernel"),
+                  ("loss_detection", "loss_regression", "loss_identity"), 2),
+    # 3DRNN: 3D convolutions, the LSTM, dropout and recurrent dropout; clips of one window.
+    "local_motion": (dict(name="local_motion", convolution="3d", recurrent=True, width=1 / 16,
+                          zero_init_output=True),
+                     {}, ("network", "lstm", "cell", "input", "kernel"),
+                     ("loss_coordinates",), 3),
 }
 
 
 def setup(num_devices, weight_decay=0.0, state_sharding="replicated", init_from="ground_truth",
           system="rednet_v1"):
-  model_config, loss_fields, _, _ = SYSTEMS[system]
+  model_config, loss_fields, _, _, t = SYSTEMS[system]
   model = build_model(model_config)
   mesh = Mesh(np.array(jax.devices()[:num_devices]), ("data",),
               axis_types=(jax.sharding.AxisType.Auto,))
   rng = np.random.default_rng(0)
   mean_shape = rng.uniform(20, 44, size=(L, 2)).astype(np.float32)
-  batch = {"image": rng.integers(0, 255, size=(4, 2, 64, 64, 3), dtype=np.uint8),
-           "landmarks": (mean_shape + rng.normal(scale=2, size=(4, 2, L, 2))).astype(np.float32),
+  batch = {"image": rng.integers(0, 255, size=(4, t, 64, 64, 3), dtype=np.uint8),
+           "landmarks": (mean_shape + rng.normal(scale=2, size=(4, t, L, 2))).astype(np.float32),
            "identity": np.array([0, 1, 2, 3], np.int32), "valid": np.ones(4, bool)}
   variables = jax.tree.map(jnp.copy, real_init(model, batch["image"].shape))  # step donates
   tx, schedule = make_optimizer(decay_every_steps=2, weight_decay=weight_decay)
@@ -68,13 +73,13 @@ def setup(num_devices, weight_decay=0.0, state_sharding="replicated", init_from=
 def test_four_devices_match_one_device_and_the_loss_falls(system):
   """The 4-device run also splits its state (mesh.state_sharding='fsdp'): one comparison covers
   the batch sharding and the state sharding (the trainer tests run replicated on 4 devices)."""
-  _, _, kernel_path, loss_terms = SYSTEMS[system]
+  _, _, kernel_path, loss_terms, _ = SYSTEMS[system]
   results = {}
   for n in (1, 4):
     step, state, batch = setup(n, state_sharding="fsdp" if n == 4 else "replicated",
                                system=system)
     if n == 4:
-      kernel = state.params["spatial"]
+      kernel = state.params
       for key in kernel_path:
         kernel = kernel[key]
       assert kernel.sharding.spec != jax.sharding.PartitionSpec()
