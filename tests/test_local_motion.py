@@ -187,13 +187,21 @@ def test_zscore_and_coordinate_convention():
     model.init_variables(jnp.zeros((1, 1, 96, 96, 3)), jnp.zeros((1, 1, L, 2)))
 
 
-def test_the_decoders_transposed_convolution_is_flax_conv_transpose():
-  """Same parameters, outputs and gradients as nn.ConvTranspose(3x3, stride 2, 'SAME')."""
+@pytest.mark.parametrize("layer", ["transposed", "3d", "3d_stride2"])
+def test_the_rewritten_convolutions_are_flax_convolutions(layer):
+  """Same parameters, outputs and gradients as nn.ConvTranspose(3x3, stride 2, 'SAME') and
+  nn.Conv(3x3x3, strides (1, s, s), 'SAME')."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  from rednet_jax.models.local_motion import ConvTranspose3x3Stride2  # pylint: disable=g-import-not-at-top
-  x = jax.random.normal(jax.random.key(0), (2, 4, 5, 6))
-  ours, reference = ConvTranspose3x3Stride2(7), nn.ConvTranspose(7, (3, 3), strides=(2, 2),
-                                                                  padding="SAME")
+  from rednet_jax.models.local_motion import Conv3x3x3, ConvTranspose3x3Stride2  # pylint: disable=g-import-not-at-top
+  if layer == "transposed":
+    x = jax.random.normal(jax.random.key(0), (2, 4, 5, 6))
+    ours, reference = ConvTranspose3x3Stride2(7), nn.ConvTranspose(7, (3, 3), strides=(2, 2),
+                                                                    padding="SAME")
+  else:
+    stride = 2 if layer == "3d_stride2" else 1
+    x = jax.random.normal(jax.random.key(0), (2, 3, 8, 6, 5))
+    ours = Conv3x3x3(7, stride)
+    reference = nn.Conv(7, (3, 3, 3), strides=(1, stride, stride), padding="SAME")
   variables = ours.init(jax.random.key(1), x)
   variables = jax.tree.map(lambda a: a + jax.random.normal(jax.random.key(2), a.shape), variables)
   assert (jax.tree.map(jnp.shape, variables)

@@ -21,13 +21,13 @@ Helen training faces (1,675; 20 % for validation) made into clips of 3 frames by
 random camera path (`data.kind='still_clips'`, no occluders, half the clips mirrored), the
 paper's models, optimiser, batch and schedule except a zero-initialised output layer
 (`model.zero_init_output`, see below), and as many epochs as about 45 minutes on two
-cores give each model (capped at the paper's 100), measured with
-`benchmarks/local_motion_table7.py` (train samples/s: 2D 83, 3D 9.7, 2DRNN 20, 3DRNN 8.5,
-2DFCRNN 0.7, 3DFCRNN 0.6). Held-out evaluation: 300-W common (554 stills, a window of the
+cores give each model (capped at the paper's 100): 45 min x 80 % (data loading, validation)
+x the train samples/s of `benchmarks/local_motion_table7.py` (2D 77, 3D 11.5, 2DRNN 21,
+3DRNN 10.7, 2DFCRNN 1.9, 3DFCRNN 1.9) / 1,340 faces. Held-out evaluation: 300-W common (554 stills, a window of the
 same frame three times), as for the RED-Net rows of the README.
   python experiments/run.py --config=local_motion:3drnn_cpu --workdir=$HOME/runs/lm_3drnn \
     --config.data_root=/path/to/300w
-Hardware: 2 CPU cores. Expected time: about 45 minutes each (the FCRNNs: one epoch, ~40 min).
+Hardware: 2 CPU cores. Expected time: about 45 minutes each (2D: 100 epochs in about 35).
 Expected result: see the README's local-motion table.
 """
 
@@ -37,7 +37,7 @@ from rednet_jax.models.local_motion import VARIANTS
 from rednet_jax.training.configs import base_stage
 
 # Epochs in the CPU budget (about 45 min on 2 cores, data loading included; at most 100).
-CPU_EPOCHS = {"2d": 100, "3d": 18, "2drnn": 38, "3drnn": 16, "2dfcrnn": 1, "3dfcrnn": 1}
+CPU_EPOCHS = {"2d": 100, "3d": 18, "2drnn": 34, "3drnn": 17, "2dfcrnn": 3, "3dfcrnn": 3}
 
 
 def get_config(arg: str = "3drnn"):

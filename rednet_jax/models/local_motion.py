@@ -85,6 +85,31 @@ def _batch_norm(train: bool, dtype: Dtype, name: str) -> nn.BatchNorm:
                       name=name)
 
 
+class Conv3x3x3(nn.Module):
+  """nn.Conv(features, (3, 3, 3), strides=(1, s, s), padding='SAME') on (N, T, H, W, C), same
+  parameters and outputs, computed as three 2D convolutions (one per temporal tap, over the
+  frames shifted in time, zeros beyond the window) summed. Why: XLA:CPU's gradients of 3D
+  convolutions were 1.2-45x slower than this (train-step pass of the first layer at 8 windows
+  of 3 x 64 x 64: 0.56 -> 0.11 s at stride 1, 11.3 -> 0.25 s at stride 2)."""
+  features: int
+  strides: int = 1
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", xavier, (3, 3, 3, x.shape[-1], self.features))
+    bias = self.param("bias", nn.initializers.zeros, (self.features,))
+    n, t = x.shape[:2]
+    padded = jnp.pad(x.astype(self.dtype), ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)))
+    out = 0.0
+    for tap in range(3):
+      frames = padded[:, tap:tap + t].reshape(n * t, *x.shape[2:])
+      out = out + jax.lax.conv_general_dilated(
+          frames, kernel[tap].astype(self.dtype), (self.strides,) * 2, "SAME",
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return out.reshape(n, t, *out.shape[1:]) + bias.astype(self.dtype)
+
+
 class ConvTranspose3x3Stride2(nn.Module):
   """nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding='SAME'), same parameters and
   outputs, computed as one 2x2 convolution at the input resolution giving the four output
@@ -127,15 +152,15 @@ class ConvBNELU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    kernel = (3, 3, 3) if self.three_d else (3, 3)
-    strides = (1, self.strides, self.strides) if self.three_d else (self.strides,) * 2
     if self.transpose:
       if self.three_d or self.strides != 2:
         raise ValueError("transposed convolutions here are 2D with stride 2")
       x = ConvTranspose3x3Stride2(self.features, self.dtype, name="conv")(x)
+    elif self.three_d:
+      x = Conv3x3x3(self.features, self.strides, self.dtype, name="conv")(x)
     else:
-      x = nn.Conv(self.features, kernel, strides=strides, padding="SAME", kernel_init=xavier,
-                  dtype=self.dtype, name="conv")(x)
+      x = nn.Conv(self.features, (3, 3), strides=(self.strides,) * 2, padding="SAME",
+                  kernel_init=xavier, dtype=self.dtype, name="conv")(x)
     x = nn.elu(_batch_norm(train, self.dtype, "bn")(x))
     if self.pool:
       window = (1, 2, 2) if self.three_d else (2, 2)
