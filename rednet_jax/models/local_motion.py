@@ -90,7 +90,8 @@ class Conv3x3x3(nn.Module):
   parameters and outputs, computed as three 2D convolutions (one per temporal tap, over the
   frames shifted in time, zeros beyond the window) summed. Why: XLA:CPU's gradients of 3D
   convolutions were 1.2-45x slower than this (train-step pass of the first layer at 8 windows
-  of 3 x 64 x 64: 0.56 -> 0.11 s at stride 1, 11.3 -> 0.25 s at stride 2)."""
+  of 3 x 64 x 64: 0.56 -> 0.11 s at stride 1, 11.3 -> 0.25 s at stride 2;
+  docs/engineering_notes.md)."""
   features: int
   strides: int = 1
   dtype: Dtype = jnp.float32

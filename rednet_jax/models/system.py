@@ -7,7 +7,8 @@ subclasses `System`. The trainer, held-out evaluation, `experiments/evaluate.py`
   __call__(frames, init_points, carry=None, *, train=False) -> outputs dict
       frames (B, T, H, W, 3) as `normalise` returns them; init_points z_0 (B, T, L, 2) in input
       pixels (x, y): the mean shape for an image, the previous frame's shape when tracking. Every
-      system renders its own feedback from z_0 (v1: a label map, v2: 7 detection disks).
+      system renders its own feedback from z_0 (v1: a label map, v2: 7 detection disks; the
+      local-motion models take none).
       outputs["points"] (K, B, T, L, 2): the shape after each of the K spatial steps (the last
       is the prediction; earlier ones are for refinement figures); outputs["carry"]: the
       temporal state to pass with the next chunk of the same videos (None without one);
