@@ -16,6 +16,7 @@ import numpy as np
 from data_pipelines.batching import (host_part, identity_disjoint_batches, identity_index,
                                      load_or_mask)
 from data_pipelines.face_crops import crop_face, transform_points
+from data_pipelines.landmarks import flip_permutation
 from data_pipelines.video_300vw import VideoRecord, read_frames
 
 
@@ -24,11 +25,13 @@ class Clip:
   video: int          # index into the list of VideoRecords
   start: int          # first frame (0-based) in file order
   reverse: bool       # True: frames start+T-1 ... start
+  mirror: bool = False   # True: every frame flipped left-right (landmark indices swapped)
 
 
 def sample_clips(videos: list[VideoRecord], clip_length: int, clips_per_video: int,
-                 seed: int, both_directions: bool = True) -> list[Clip]:
-  """`clips_per_video` random start frames per video (each also time-reversed)."""
+                 seed: int, both_directions: bool = True, mirror: bool = False) -> list[Clip]:
+  """`clips_per_video` random start frames per video (each also time-reversed, and with
+  `mirror` each of those also mirrored)."""
   rng = np.random.default_rng(seed)
   clips = []
   for i, video in enumerate(videos):
@@ -39,6 +42,8 @@ def sample_clips(videos: list[VideoRecord], clip_length: int, clips_per_video: i
       clips.append(Clip(i, int(start), False))
       if both_directions:
         clips.append(Clip(i, int(start), True))
+  if mirror:
+    clips += [dataclasses.replace(c, mirror=True) for c in clips]
   return clips
 
 
@@ -62,12 +67,19 @@ class LoadClipBatch(grain.transforms.Map):
     if clip.reverse:
       frames, points = frames[::-1], points[::-1]
     crops, moved, matrices = [], [], []
+    # A mirrored clip: video pixels -> crop -> flipped crop (x -> S - 1 - x).
+    flip = np.array([[-1.0, 0.0, self.out_size - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     for t in range(self.clip_length):
       box_points = points[max(t - 1, 0)]
-      crop, _, matrix = crop_face(frames[t], box_points, self.out_size, self.box_scale)
+      crop, _, matrix = crop_face(frames[t], box_points, self.out_size, self.box_scale,
+                                  flip=clip.mirror)
+      if clip.mirror:
+        matrix = (flip @ np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
       crops.append(crop)
       moved.append(transform_points(matrix, points[t]))
       matrices.append(matrix)
+    if clip.mirror:
+      moved = [m[flip_permutation(m.shape[0])] for m in moved]
     return np.stack(crops), np.stack(moved), np.stack(matrices).astype(np.float32)
 
   def map(self, batch: list[Clip]) -> dict[str, np.ndarray]:
@@ -90,11 +102,12 @@ class LoadClipBatch(grain.transforms.Map):
 def clip_batch_dataset(videos: list[VideoRecord], *, clip_length: int = 10, batch_size: int = 5,
                        out_size: int = 128, clips_per_video: int = 100, seed: int = 0,
                        box_scale: float = 1.3, skip_bad_samples: bool = False,
-                       host: tuple[int, int] = (0, 1)) -> tuple[grain.MapDataset, int]:
+                       host: tuple[int, int] = (0, 1), mirror: bool = False
+                       ) -> tuple[grain.MapDataset, int]:
   """Random-access dataset of identity-disjoint clip batches for one epoch (deterministic given
   `seed`; use seed + epoch for the next epoch). `host` = (process index, process count): this
   process loads its part of every batch. Returns (dataset, clips left over)."""
-  clips = sample_clips(videos, clip_length, clips_per_video, seed)
+  clips = sample_clips(videos, clip_length, clips_per_video, seed, mirror=mirror)
   identities = identity_index(v.identity for v in videos)
   batches, left_over = identity_disjoint_batches(
       [videos[c.video].identity for c in clips], batch_size, seed)

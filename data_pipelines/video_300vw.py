@@ -130,3 +130,14 @@ def rednet_split(videos: list[VideoRecord]) -> dict[str, list[VideoRecord]]:
           "common": [v for v in videos if v.video_id in common],
           "challenging": [v for v in videos if v.video_id in challenging],
           "test": [v for v in videos if v.video_id in common | challenging]}
+
+
+def challenge_split(videos: list[VideoRecord]) -> dict[str, list[VideoRecord]]:
+  """The 300-VW challenge's split (Belmonte et al.'s): {'challenge_train' (the 50 videos in no
+  test category), 'category1', 'category2', 'category3', 'challenge_test' (all 64)}."""
+  tested = {v for ids in TEST_CATEGORIES.values() for v in ids}
+  out = {"challenge_train": [v for v in videos if v.video_id not in tested]}
+  for name, ids in TEST_CATEGORIES.items():
+    out[name] = [v for v in videos if v.video_id in set(ids)]
+  out["challenge_test"] = [v for v in videos if v.video_id in tested]
+  return out

@@ -73,3 +73,22 @@ def test_undecodable_clip_is_an_error_or_a_masked_sample(tmp_path):
   batch = lenient[0]
   assert batch["valid"].sum() == 1 and batch["image"].shape == (2, 2, 32, 32, 3)
   assert not batch["image"][~batch["valid"]].any()
+
+
+def test_mirrored_clips_flip_frames_landmarks_and_crop_matrices(tmp_path):
+  from data_pipelines.clip_pipeline import Clip, LoadClipBatch  # pylint: disable=g-import-not-at-top
+  from data_pipelines.face_crops import transform_points  # pylint: disable=g-import-not-at-top
+  from data_pipelines.landmarks import flip_landmarks, flip_permutation  # pylint: disable=g-import-not-at-top
+  for name in ("a", "b"):
+    write_video(str(tmp_path / name), n_frames=3, size=(64, 64))
+  videos, _ = read_300vw(str(tmp_path))
+  clips = sample_clips(videos, clip_length=2, clips_per_video=3, seed=0, mirror=True)
+  assert len(clips) == 2 * 3 * 2 * 2 and sum(c.mirror for c in clips) == len(clips) // 2
+  loader = LoadClipBatch(videos, 2, 32, 1.3, {"a": 0, "b": 1})
+  plain, points, _ = loader.load_clip(Clip(0, 1, False))
+  mirrored, points_m, matrices_m = loader.load_clip(Clip(0, 1, False, mirror=True))
+  np.testing.assert_array_equal(mirrored, plain[:, :, ::-1])
+  np.testing.assert_allclose(points_m, flip_landmarks(points, 32), atol=1e-4)
+  # The crop matrix takes video pixels to the mirrored crop (indices swapped afterwards).
+  moved = transform_points(matrices_m[1], videos[0].landmarks[2])
+  np.testing.assert_allclose(moved[flip_permutation(68)], points_m[1], atol=1e-4)

@@ -4,8 +4,8 @@ r"""The local-motion models of Belmonte et al. (WACV 2019): 2D, 3D, 2DRNN, 3DRNN
 Presets: VARIANT (the paper's setting) and VARIANT_cpu (a 2-core CPU budget on real faces),
 VARIANT one of 2d, 3d, 2drnn, 3drnn, 2dfcrnn, 3dfcrnn.
 
-The paper's setting (VARIANT): 300-VW (data.kind '300vw'; the paper's split is the challenge's
-50 training / 64 test videos, here the project's RED-Net split of the same videos), clips of
+The paper's setting (VARIANT): 300-VW (data.kind '300vw', the challenge's split: 50 training
+videos, the 64 of categories 1-3 held out; `evaluate.py --kind=300vw` scores each category), clips of
 3 frames (the 2D model: single frames), 20 % of the training videos for validation, 64 x 64
 crops Z-score normalised, Xavier-uniform initialisation, Adam lr 1e-4 x0.1 when the validation
 NME has not improved for 10 epochs, 100 epochs, batch 8 (2D convolutions) / 4 (3D), L2 loss,
@@ -92,8 +92,9 @@ def get_config(arg: str = "3drnn"):
     c = _stage("train", variant)
     c.data.kind = "300vw"
     c.data.root = "~/data/300vw"
-    c.data.train_split, c.data.eval_split = "train", "test"
+    c.data.train_split, c.data.eval_split = "challenge_train", "challenge_test"
     c.data.clips_per_video = 100
+    c.data.clip_flip = True             # each clip also mirrored (and reversed: 300-VW clips)
     c.eval.batch_size = 8
     return c
   root = ml_collections.FieldReference("~/data/300w")

@@ -67,7 +67,9 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   # Share of the training images / videos held out (seeded) as a validation set, evaluated
   # every epoch (needed by optimizer.schedule='plateau'); 0: none.
   c.data.validation_fraction = 0.0
-  c.data.clip_flip = False           # still_clips: mirror half the clips (landmarks swapped)
+  # Clips (still_clips: half of them; videos: a mirrored copy of each) flipped left-right with
+  # the landmark indices swapped.
+  c.data.clip_flip = False
   c.data.skip_bad_samples = False
   c.data.occluder_prob = 0.5         # still_clips: share of clips crossed by a moving occluder
   c.data.workers = 2                 # Grain worker processes (0: decode in the main process)
@@ -356,8 +358,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
          and c.optimizer.plateau_patience_epochs >= 1, "optimizer.plateau_patience_epochs",
          "must be a positive integer")
     need(0 <= c.data.validation_fraction < 1, "data.validation_fraction", "must be in [0, 1)")
-    need(not c.data.clip_flip or c.data.kind == "still_clips", "data.clip_flip",
-         "mirrors clips of data.kind='still_clips' only")
+    need(not c.data.clip_flip or c.data.kind in ("still_clips", "300vw", "synthetic_videos"),
+         "data.clip_flip", "mirrors clips: data.kind must be 'still_clips', '300vw' or "
+         "'synthetic_videos'")
     for key in (c.loss.weights.keys() if "weights" in c.loss else ()):
       need(c.loss.weights[key] >= 0, f"loss.weights.{key}", "must be >= 0")
     need(c.z0_in_training in ("prediction", "ground_truth"), "z0_in_training",

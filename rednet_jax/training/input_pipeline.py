@@ -45,7 +45,7 @@ from data_pipelines.image_pipeline import LoadImageBatch, image_batch_dataset
 from data_pipelines.pts import DataError
 from data_pipelines.stills_to_clips import (LoadStillClipBatch, StillClipConfig,
                                             still_clip_batch_dataset)
-from data_pipelines.video_300vw import VideoRecord, read_300vw, rednet_split
+from data_pipelines.video_300vw import VideoRecord, challenge_split, read_300vw, rednet_split
 
 KINDS = ("image_folder", "300vw", "still_clips", "synthetic_stills", "synthetic_videos",
          "tfds_faces")
@@ -276,7 +276,7 @@ def _videos(data, workdir: str, field: str) -> tuple[list[VideoRecord], list[Vid
     # The last eval_identities videos (one per identity) are held out.
     n = data.synthetic.eval_identities
     return videos[:-n], videos[-n:]
-  split = rednet_split(videos)
+  split = {**rednet_split(videos), **challenge_split(videos)}
   if data.eval_split not in split or data.train_split not in split:
     raise ValueError(f"300vw splits are {sorted(split)}; got train_split={data.train_split!r}, "
                      f"eval_split={data.eval_split!r}")
@@ -338,7 +338,7 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
         _clip_epoch, videos=train_videos, seed=seed, host=host, kwargs=dict(
             clip_length=data.clip_length, batch_size=data.batch_size, out_size=size,
             clips_per_video=data.clips_per_video, box_scale=data.box_scale,
-            skip_bad_samples=data.skip_bad_samples))
+            skip_bad_samples=data.skip_bad_samples, mirror=data.augment and data.clip_flip))
     description = f"{len(train_videos)} training videos, {len(held_out)} held out"
   else:
     train_records, held_out = _stills(data, workdir, "data.root")
