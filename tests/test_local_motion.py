@@ -207,6 +207,11 @@ def test_the_rewritten_convolutions_are_flax_convolutions(layer):
   assert (jax.tree.map(jnp.shape, variables)
           == jax.tree.map(jnp.shape, reference.init(jax.random.key(1), x)))
   np.testing.assert_allclose(ours.apply(variables, x), reference.apply(variables, x), atol=1e-5)
+  if layer == "transposed":   # the form its gradient is taken through
+    from rednet_jax.models.local_motion import _depth_to_space_transpose  # pylint: disable=g-import-not-at-top
+    np.testing.assert_allclose(
+        _depth_to_space_transpose(x, variables["params"]["kernel"]) + variables["params"]["bias"],
+        reference.apply(variables, x), atol=1e-5)
   loss = lambda module: lambda v, x: (module.apply(v, x) ** 2).sum()
   for a, b in zip(jax.tree.leaves(jax.grad(loss(ours), (0, 1))(variables, x)),
                   jax.tree.leaves(jax.grad(loss(reference), (0, 1))(variables, x))):
