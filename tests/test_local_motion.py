@@ -247,7 +247,7 @@ def test_a_tiny_stage_trains_validates_exports_and_tracks_through_the_shared_int
   from rednet_jax.training.trainer import train_and_evaluate  # pylint: disable=g-import-not-at-top
   tiny_video = configs.load_config("quickstart:tiny").video.data
   c = configs.load_config("local_motion:3drnn")
-  c.data.update(kind="synthetic_videos", root="", size=32, workers=0, clips_per_video=2,
+  c.data.update(kind="synthetic_videos", root="", size=32, workers=0, clips_per_video=1,
                 validation_fraction=0.3, batch_size=4)
   c.data.synthetic.update(tiny_video.synthetic)
   c.model.width, c.model.zero_init_output = 1 / 16, True
@@ -259,7 +259,8 @@ def test_a_tiny_stage_trains_validates_exports_and_tracks_through_the_shared_int
   assert np.isfinite(final["nme_io"]) and final["frames"] > 0
   metrics = [json.loads(line) for line in open(tmp_path / "run" / "train" / "metrics.jsonl")]
   val = {m["step"]: m["nme_io"] for m in metrics if m["split"] == "val"}
-  assert sorted(val) == [4, 8]                     # 4 steps per epoch; none at the last step
+  # 4 training videos x 1 clip, both directions, mirrored: 4 steps per epoch.
+  assert sorted(val) == [4, 8]                     # none at the last step
   last_lr = [m["learning_rate"] for m in metrics if m["split"] == "train"][-1]
   np.testing.assert_allclose(last_lr, 1e-4 if val[8] < val[4] else 1e-5, rtol=1e-5)
   model = load_model(export_run_stage(str(tmp_path / "run"), "train", str(tmp_path / "export")))

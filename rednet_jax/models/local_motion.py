@@ -56,7 +56,7 @@ import jax.numpy as jnp
 
 from rednet_jax.models.layers import scaled_channels
 from rednet_jax.models.readout import peak_positions, windowed_centroid
-from rednet_jax.models.system import System, check_inputs
+from rednet_jax.models.system import Problems, System, check_inputs
 from rednet_jax.models.targets import render_gaussian_heatmaps
 
 Dtype = Any
@@ -247,24 +247,36 @@ class WindowLSTM(nn.Module):
     return last
 
 
-class CoordinateNetwork(nn.Module):
-  """Windows (N, w, S, S, 3) -> (N, 2L) coordinates in [-0.5, 0.5] (Figure 1)."""
+class WindowNetwork(nn.Module):
+  """What both families share: windows (N, w, S, S, 3) in, early (3D) or late (recurrent)
+  temporal connectivity, an output layer that may start at zero."""
   num_landmarks: int
   three_d: bool
   recurrent: bool
-  filters: tuple[int, ...]
-  dense_units: int
-  dropout_rate: float
   recurrent_dropout: float
   zero_init_output: bool
   dtype: Dtype
 
+  def frames(self, windows: jax.Array) -> jax.Array:
+    """The first convolution's input: the windows for 3D convolutions, their N*w frames for
+    a 2D CNN applied to every frame with shared weights (time-distributed)."""
+    x = windows.astype(self.dtype)
+    return x if self.three_d else x.reshape(-1, *x.shape[2:])
+
+  def output_init(self):
+    return nn.initializers.zeros if self.zero_init_output else xavier
+
+
+class CoordinateNetwork(WindowNetwork):
+  """Windows (N, w, S, S, 3) -> (N, 2L) coordinates in [-0.5, 0.5] (Figure 1)."""
+  filters: tuple[int, ...] = (32, 64, 128, 256, 512)
+  dense_units: int = 1024
+  dropout_rate: float = 0.2
+
   @nn.compact
   def __call__(self, windows: jax.Array, train: bool) -> jax.Array:
     n, w = windows.shape[:2]
-    x = windows.astype(self.dtype)
-    if not self.three_d:                       # time-distributed 2D CNN
-      x = x.reshape(n * w, *x.shape[2:])
+    x = self.frames(windows)
     for i, features in enumerate(self.filters):
       x = ConvBNELU(features, self.three_d, pool=True, dtype=self.dtype, name=f"conv{i + 1}")(
           x, train)
@@ -275,28 +287,20 @@ class CoordinateNetwork(nn.Module):
       x = nn.Dense(self.dense_units, kernel_init=xavier, name="dense")(x.reshape(n, -1))
       x = nn.elu(_batch_norm(train, jnp.float32, "dense_bn")(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    init = nn.initializers.zeros if self.zero_init_output else xavier
-    return nn.Dense(2 * self.num_landmarks, kernel_init=init, name="coordinates")(x)
+    return nn.Dense(2 * self.num_landmarks, kernel_init=self.output_init(),
+                    name="coordinates")(x)
 
 
-class HeatmapNetwork(nn.Module):
+class HeatmapNetwork(WindowNetwork):
   """Windows (N, w, S, S, 3) -> (N, S, S, L) heatmaps (Figure 2)."""
-  num_landmarks: int
-  three_d: bool
-  recurrent: bool
-  features: int
-  head_features: int
-  layers: int
-  recurrent_dropout: float
-  zero_init_output: bool
-  dtype: Dtype
+  features: int = 256
+  head_features: int = 512
+  layers: int = HALVINGS
 
   @nn.compact
   def __call__(self, windows: jax.Array, train: bool) -> jax.Array:
     n, w = windows.shape[:2]
-    x = windows.astype(self.dtype)
-    if not self.three_d:
-      x = x.reshape(n * w, *x.shape[2:])
+    x = self.frames(windows)
     for i in range(self.layers):
       x = ConvBNELU(self.features, self.three_d, strides=2, dtype=self.dtype,
                     name=f"encoder{i + 1}")(x, train)
@@ -311,9 +315,8 @@ class HeatmapNetwork(nn.Module):
                     name=f"decoder{i + 1}")(x, train)
     x = nn.Conv(self.head_features, (1, 1), kernel_init=xavier, dtype=self.dtype, name="head")(x)
     x = nn.elu(_batch_norm(train, self.dtype, "head_bn")(x))
-    init = nn.initializers.zeros if self.zero_init_output else xavier
-    return nn.Conv(self.num_landmarks, (1, 1), kernel_init=init, name="heatmaps")(
-        x.astype(jnp.float32))
+    return nn.Conv(self.num_landmarks, (1, 1), kernel_init=self.output_init(),
+                   name="heatmaps")(x.astype(jnp.float32))
 
 
 class LocalMotion(System):
@@ -401,10 +404,8 @@ class LocalMotion(System):
   @classmethod
   def config_problems(cls, model: Mapping[str, Any], loss: Mapping[str, Any]
                       ) -> list[tuple[str, str]]:
-    problems = []
-    def need(ok, field, rule):
-      if not ok:
-        problems.append((field, rule))
+    problems = Problems()
+    need = problems.need
     need(model["convolution"] in CONVOLUTIONS, "model.convolution",
          f"must be one of {list(CONVOLUTIONS)}")
     need(model["output"] in OUTPUTS, "model.output", f"must be one of {list(OUTPUTS)}")
@@ -465,22 +466,21 @@ class LocalMotion(System):
       raise ValueError(f"training clips of {t} frames hold no full window of "
                        f"{self.frames_per_prediction()} frames (data.clip_length)")
     flat = windows.reshape(b * tp, *windows.shape[2:])
-    three_d = self.convolution == "3d"
+    shared = dict(num_landmarks=self.num_landmarks, three_d=self.convolution == "3d",
+                  recurrent=self.recurrent, recurrent_dropout=self.recurrent_dropout,
+                  zero_init_output=self.zero_init_output, dtype=self.dtype, name="network")
     if self.output == "coordinates":
-      filters = tuple(scaled_channels(f, self.width) for f in self.filters)
       coordinates = CoordinateNetwork(
-          self.num_landmarks, three_d, self.recurrent, filters,
-          scaled_channels(self.dense_units, self.width), self.dropout_rate,
-          self.recurrent_dropout, self.zero_init_output, self.dtype, name="network")(flat, train)
+          filters=tuple(scaled_channels(f, self.width) for f in self.filters),
+          dense_units=scaled_channels(self.dense_units, self.width),
+          dropout_rate=self.dropout_rate, **shared)(flat, train)
       coordinates = coordinates.reshape(b, tp, self.num_landmarks, 2)
       points = self.to_pixels(coordinates)
       out = {"coordinates": coordinates}
     else:
-      maps = HeatmapNetwork(
-          self.num_landmarks, three_d, self.recurrent,
-          scaled_channels(self.heatmap_features, self.width),
-          scaled_channels(self.head_features, self.width), HALVINGS,
-          self.recurrent_dropout, self.zero_init_output, self.dtype, name="network")(flat, train)
+      maps = HeatmapNetwork(features=scaled_channels(self.heatmap_features, self.width),
+                            head_features=scaled_channels(self.head_features, self.width),
+                            **shared)(flat, train)
       maps = maps.reshape(b, tp, h, w, self.num_landmarks)
       peaks = peak_positions(jax.lax.stop_gradient(maps))
       points = peaks if self.readout == "peak" else windowed_centroid(

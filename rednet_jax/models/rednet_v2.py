@@ -53,7 +53,8 @@ from rednet_jax.models.losses import rednet_v2_loss
 from rednet_jax.models.readout import (apply_affine, fit_similarity, peak_positions,
                                        windowed_centroid)
 from rednet_jax.models.resnet import RESNET_DEPTHS, ResNetDecoder, ResNetEncoder, ResNetStem
-from rednet_jax.models.system import INPUT_NORMALISATIONS, System, check_inputs, scan_steps
+from rednet_jax.models.system import (INPUT_NORMALISATIONS, Problems, System, check_inputs,
+                                      scan_steps)
 from rednet_jax.models.targets import render_disks, to_input_pixels, to_map_pixels
 from rednet_jax.models.vgg import VGG16_STAGES, UnpoolingDecoder, VGG16Encoder
 
@@ -269,10 +270,8 @@ class RedNetV2(System):
   @classmethod
   def config_problems(cls, model: Mapping[str, Any], loss: Mapping[str, Any]
                       ) -> list[tuple[str, str]]:
-    problems = []
-    def need(ok, field, rule):
-      if not ok:
-        problems.append((field, rule))
+    problems = Problems()
+    need = problems.need
     need(model["encoder"] in ENCODERS, "model.encoder", f"must be one of {list(ENCODERS)}")
     need(model["encoder"] != "resnet" or model["encoder_depth"] in RESNET_DEPTHS,
          "model.encoder_depth", f"must be one of {sorted(RESNET_DEPTHS)}")

@@ -47,6 +47,14 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # RGB, images in [0
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
+class Problems(list):
+  """The (field, rule) list `System.config_problems` returns, filled by `need`."""
+
+  def need(self, ok: bool, field: str, rule: str) -> None:
+    if not ok:
+      self.append((field, rule))
+
+
 def parameter_count(tree: Any) -> int:
   """Number of scalars in a variable tree (e.g. `variables["params"]`)."""
   return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
