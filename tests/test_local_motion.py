@@ -250,7 +250,7 @@ def test_a_tiny_stage_trains_validates_exports_and_tracks_through_the_shared_int
   c.data.update(kind="synthetic_videos", root="", size=32, workers=0, clips_per_video=1,
                 validation_fraction=0.3, batch_size=4)
   c.data.synthetic.update(tiny_video.synthetic)
-  c.model.width, c.model.zero_init_output = 1 / 16, True
+  c.model.width = 1 / 16          # Xavier output layer: points spread over the crop
   c.optimizer.plateau_patience_epochs = 1
   c.total_steps, c.log_every_steps, c.checkpoint_every_steps = 12, 2, 4
   c.eval.batch_size, c.eval.clips_per_video = 4, 1
@@ -271,3 +271,10 @@ def test_a_tiny_stage_trains_validates_exports_and_tracks_through_the_shared_int
   assert points.shape == (68, 2) and confidence == 1.0     # coordinates: no presence signal
   points, _ = tracker.update(frame)
   assert points.shape == (68, 2) and np.all(np.isfinite(points))
+  # A model that puts every point on one pixel (an untrained coordinate regressor can) is not
+  # a face to track from: no shape, and no crash cropping around it next frame.
+  head = model.variables["params"]["network"]["coordinates"]
+  head["kernel"], head["bias"] = np.zeros_like(head["kernel"]), np.zeros_like(head["bias"])
+  collapsed = Tracker(model, min_confidence=0.0)
+  assert collapsed.update(frame, face=Face(np.array([80.0, 60.0]), 50.0, 1.0)) == (None, 0.0)
+  assert collapsed.update(frame)[0] is None

@@ -360,7 +360,7 @@ class Tracker:
     if face is None and self._points is not None:
       centre, extent = face_box(self._points, 1.0)
       points, confidence, carry = self._run(frame, centre, extent, self._points, self._carry)
-      if confidence >= self.min_confidence:
+      if confidence >= self.min_confidence and _trackable(points):
         self._points, self._carry = points, carry
         return self._report(points), confidence
       self.counts.lost += 1
@@ -378,10 +378,19 @@ class Tracker:
       self.counts.detections += 1
     else:
       points, confidence, carry = self._run(frame, face.centre, face.side, None, None)
+    if not _trackable(points):       # e.g. a model that collapsed every point onto one
+      self.reset()
+      self.counts.no_face += 1
+      return None, 0.0
     self._points, self._carry = points, carry
     if self.stabiliser is not None:
       self.stabiliser.reset()                 # a new track: no smoothing across the jump
     return self._report(points), confidence
+
+
+def _trackable(points: np.ndarray) -> bool:
+  """A shape the next frame can be cropped around: finite, spanning more than a pixel."""
+  return bool(np.all(np.isfinite(points))) and float(np.ptp(points, axis=0).max()) > 1.0
 
 
 @dataclasses.dataclass
