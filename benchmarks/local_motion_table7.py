@@ -45,17 +45,16 @@ def measure(variant: str) -> dict:
   from rednet_jax.training.train_step import TrainState, make_train_step
 
   convolution, recurrent, output = VARIANTS[variant]
-  model = build_model(dict(name="local_motion", convolution=convolution, recurrent=recurrent,
-                           output=output, width=FLAGS.width))
+  fields = dict(name="local_motion", convolution=convolution, recurrent=recurrent,
+                output=output, width=FLAGS.width)
+  model = build_model(fields)
   size, n_points = model.input_size, model.num_landmarks
   rng = np.random.default_rng(0)
   mean_shape = jnp.asarray(rng.uniform(16, 48, (n_points, 2)), jnp.float32)
   window = model.frames_per_prediction()
   variables = model.init_variables(jnp.zeros((1, window, size, size, 3)),
                                    jnp.zeros((1, window, n_points, 2)))
-  inference = build_model({**dict(name="local_motion", convolution=convolution,
-                                  recurrent=recurrent, output=output, width=FLAGS.width),
-                           **model.inference_overrides})
+  inference = build_model({**fields, **model.inference_overrides})
 
   @jax.jit
   def track_one(variables, image, carry):

@@ -138,6 +138,7 @@ def challenge_split(videos: list[VideoRecord]) -> dict[str, list[VideoRecord]]:
   tested = {v for ids in TEST_CATEGORIES.values() for v in ids}
   out = {"challenge_train": [v for v in videos if v.video_id not in tested]}
   for name, ids in TEST_CATEGORIES.items():
-    out[name] = [v for v in videos if v.video_id in set(ids)]
+    members = set(ids)
+    out[name] = [v for v in videos if v.video_id in members]
   out["challenge_test"] = [v for v in videos if v.video_id in tested]
   return out

@@ -321,21 +321,21 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
   def to_global(batch):
     return jax.tree.map(lambda a: jax.make_array_from_process_local_data(by_batch, a), batch)
 
-  def run_eval(step: int):
+  def run_eval(step: int, split: str = "eval"):
+    """Held-out metrics ('eval') or those of the validation share of the training data
+    ('val'), logged under that split."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    metrics, details = held_out.evaluate(eval_step, variables, iter(data.eval), to_global)
-    log.write(step, "eval", metrics)
-    logging.info("[%s] step %d eval: nme_io %.2f %%  fr10 %.2f %%  auc10 %.3f  (%d frames)",
-                 config.name, step, metrics["nme_io"], metrics["fr10_io"], metrics["auc10_io"],
-                 metrics["frames"])
+    batches = data.eval if split == "eval" else data.validation
+    metrics, details = held_out.evaluate(eval_step, variables, iter(batches), to_global)
+    log.write(step, split, metrics)
+    logging.info("[%s] step %d %s: nme_io %.2f %%  fr10 %.2f %%  auc10 %.3f  (%d frames)",
+                 config.name, step, split, metrics["nme_io"], metrics["fr10_io"],
+                 metrics["auc10_io"], metrics["frames"])
     return metrics, details
 
   def run_validation(step: int):
-    """Validation NME (data.validation_fraction of the training data) -> the plateau rule."""
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    metrics, _ = held_out.evaluate(eval_step, variables, iter(data.validation), to_global)
-    log.write(step, "val", metrics)
-    logging.info("[%s] step %d validation: nme_io %.2f %%", config.name, step, metrics["nme_io"])
+    """The validation NME -> the plateau rule; returns the state with the new multiplier."""
+    metrics, _ = run_eval(step, "val")
     opt_state = update_plateau(state.opt_state, metrics["nme_io"], config.optimizer.decay_rate,
                                config.optimizer.plateau_patience_epochs)
     return jax.device_put(state.replace(opt_state=opt_state), state_sharding)
