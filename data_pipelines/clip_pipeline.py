@@ -17,7 +17,7 @@ from data_pipelines.batching import (host_part, identity_disjoint_batches, ident
                                      load_or_mask)
 from data_pipelines.face_crops import crop_face, transform_points
 from data_pipelines.landmarks import flip_permutation
-from data_pipelines.video_300vw import VideoRecord, read_frames
+from data_pipelines.video_300vw import VideoRecord, read_video_frames
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,7 @@ class LoadClipBatch(grain.transforms.Map):
 
   def load_clip(self, clip: Clip):
     video = self.videos[clip.video]
-    frames = read_frames(video.path, clip.start, self.clip_length)
+    frames = read_video_frames(video, clip.start, self.clip_length)
     points = video.landmarks[clip.start:clip.start + self.clip_length]
     if clip.reverse:
       frames, points = frames[::-1], points[::-1]

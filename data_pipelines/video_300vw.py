@@ -1,8 +1,11 @@
-"""300-VW videos: `<root>/<video_id>/vid.avi` with `<root>/<video_id>/annot/000001.pts ...`.
+"""Annotated videos: 300-VW's `<root>/<video_id>/vid.avi` with `<root>/<video_id>/annot/000001.pts
+...`, and image sequences (an image folder whose manifest gives each image a `video` and a
+`frame`, e.g. ytf68: three frames of each YouTube video, one fixed crop).
 
 Frames are decoded with OpenCV; every frame must have its annotation (`annot/%06d.pts`,
-1-based frame numbers, iBUG points). The identity of a video is its id (the papers' choice for
-300-VW). The challenge's test categories are below; the other 50 videos are its training set.
+1-based frame numbers, iBUG points). The identity of a 300-VW video is its id (the papers'
+choice for 300-VW); an image sequence's is its person. The challenge's test categories are
+below; the other 50 videos are its training set.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 import cv2
 import numpy as np
 
-from data_pipelines.image_folders import BadSamples
+from data_pipelines.image_folders import BadSamples, load_image_rgb, read_image_folder
 from data_pipelines.pts import DataError, read_pts
 
 CATEGORY_1 = ("114 124 125 126 150 158 401 402 505 506 507 508 509 510 511 514 515 518 519 520 "
@@ -25,14 +28,17 @@ TEST_CATEGORIES = {"category1": CATEGORY_1, "category2": CATEGORY_2, "category3"
 
 @dataclasses.dataclass(frozen=True)
 class VideoRecord:
-  """One annotated video; `landmarks[i]` belongs to frame i (0-based), 0-based pixels."""
+  """One annotated video; `landmarks[i]` belongs to frame i (0-based), 0-based pixels. A video
+  stored as images has their paths in `frame_paths` (in order; `path` is their folder)."""
   path: str
   video_id: str
   landmarks: np.ndarray                     # (num_frames, L, 2) float32
+  frame_paths: tuple[str, ...] = ()
+  person: str = ""                          # identity when it is not the video (image sequences)
 
   @property
   def identity(self) -> str:
-    return self.video_id
+    return self.person or self.video_id
 
   @property
   def num_frames(self) -> int:
@@ -69,6 +75,45 @@ def read_frames(path: str, start: int, count: int) -> np.ndarray:
     return np.stack(frames)
   finally:
     capture.release()
+
+
+def read_video_frames(video: VideoRecord, start: int, count: int) -> list[np.ndarray]:
+  """`count` consecutive RGB frames of `video` from 0-based `start` (a video file's, or an image
+  sequence's images, which may differ in size)."""
+  if not video.frame_paths:
+    return list(read_frames(video.path, start, count))
+  if start + count > len(video.frame_paths):
+    raise DataError(f"{video.path}: frames {start}-{start + count - 1} asked of a "
+                    f"{len(video.frame_paths)}-frame image sequence")
+  return [load_image_rgb(p) for p in video.frame_paths[start:start + count]]
+
+
+def read_image_sequences(root: str, split: str | None = None, num_points: int = 68,
+                         skip_bad_samples: bool = False) -> tuple[list[VideoRecord], BadSamples]:
+  """The image sequences of an image folder (`data_pipelines.image_folders`) whose manifest
+  has `identity`, `video` and `frame` columns: one VideoRecord per (identity, video), frames
+  in `frame` order (numbers 0, 1, ... without gaps or repeats), optionally of one `split`.
+  The video id is `<identity>/<video>`, the identity the person."""
+  records, bad = read_image_folder(root, num_points, split, skip_bad_samples)
+  groups: dict[tuple[str, str], list] = {}
+  for r in records:
+    if not r.identity or not r.video or r.frame < 0:
+      raise DataError(f"{r.image}: an image sequence needs identity, video and frame in "
+                      f"{os.path.join(root, 'manifest.csv')}; got identity={r.identity!r}, "
+                      f"video={r.video!r}, frame={r.frame}")
+    groups.setdefault((r.identity, r.video), []).append(r)
+  videos = []
+  for (identity, video), frames in sorted(groups.items()):
+    frames.sort(key=lambda r: r.frame)
+    numbers = [r.frame for r in frames]
+    if numbers != list(range(len(frames))):
+      raise DataError(f"{os.path.join(root, 'manifest.csv')}: video {video!r} of {identity!r} "
+                      f"has frames {numbers}; expected 0 to {len(frames) - 1}, each once")
+    videos.append(VideoRecord(
+        path=os.path.dirname(frames[0].image), video_id=f"{identity}/{video}",
+        landmarks=np.stack([r.landmarks for r in frames]).astype(np.float32),
+        frame_paths=tuple(r.image for r in frames), person=identity))
+  return videos, bad
 
 
 def read_video_dir(video_dir: str, num_points: int = 68) -> VideoRecord:

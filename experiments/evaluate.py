@@ -8,6 +8,9 @@ r"""Evaluates an exported model under the papers' protocols and prints per-subse
   # Clips made from held-out stills, every clip crossed by an occluder, tracking protocol.
   python experiments/evaluate.py --kind=still_clips --root=/data/ytf68 --split=val \
     --occluder_prob=1 --out=/tmp/ev_occluded
+  # Image sequences (ytf68: 3 frames per video), tracking protocol, a row per frame position.
+  python experiments/evaluate.py --kind=image_sequences --root=/data/ytf68 --split=val \
+    --out=/tmp/ev_sequences
   # AFLW (7 points; a 68-point model is compared on its 7 matching points), yaw bins.
   python experiments/evaluate.py --kind=aflw --root=/data/aflw/data/aflw.sqlite \
     --first_box=detector --out=/tmp/evaflw
@@ -20,10 +23,10 @@ r"""Evaluates an exported model under the papers' protocols and prints per-subse
     --first_box=detector --out=/tmp/evtf
 
 Subsets: 300-VW categories 1/2/3 and the RED-Net common/challenging split; 300-W
-lfpw/helen/ibug and common/challenging (full = 'all'); AFLW |yaw| 0-15/15-30/30-45/45-90; the
-manifest split. Metrics: NME normalised by inter-ocular (outer eye corners), inter-pupil (eye
+lfpw/helen/ibug and common/challenging (full = 'all'); AFLW |yaw| 0-15/15-30/30-45/45-90; image
+sequences frame_0/frame_1/... (position in the sequence); the manifest split. Metrics: NME normalised by inter-ocular (outer eye corners), inter-pupil (eye
 centres) and box diagonal, in %; failure rate and CED AUC at 8 % and 10 % (inter-ocular);
-per-group NME. Videos (300vw, still_clips, talking_face) also get jitter within continuous
+per-group NME. Videos (300vw, still_clips, talking_face, image_sequences) also get jitter within continuous
 tracks (frame-to-frame acceleration / inter-ocular distance, %) of the scored points, of all
 the model's points, and of the ground truth's own points, and a second table with the One-Euro
 stabiliser on (`rednet_jax.inference.stabiliser`; it smooths the reported points, the tracking itself
@@ -44,13 +47,14 @@ from rednet_jax.evaluation import reports
 from rednet_jax.inference.stabiliser import OneEuroSettings
 
 _KIND = flags.DEFINE_enum("kind", None, ["image_folder", "300vw", "still_clips", "aflw",
-                                          "talking_face"],
+                                          "talking_face", "image_sequences"],
                           "What --root holds.", required=True)
 _ROOT = flags.DEFINE_string("root", None, "Dataset folder (AFLW: aflw.sqlite).", required=True)
 _OUT = flags.DEFINE_string("out", None, "Folder for results.json, results.md, ced.png.",
                            required=True)
 _LOAD_MODEL = cli.define_model_flags()
-_SPLIT = flags.DEFINE_string("split", "", "image_folder / still_clips: manifest split ('': all).")
+_SPLIT = flags.DEFINE_string("split", "", "image_folder / still_clips / image_sequences: "
+                             "manifest split ('': all).")
 _VIDEOS = flags.DEFINE_string("videos", "test", "300vw: 'test' (categories 1-3), 'rednet_test' "
                               "(RED-Net's 24 common + challenging), 'all', or ids 'a,b,c'.")
 _FIRST_BOX = flags.DEFINE_enum("first_box", "annotation", ["annotation", "detector"],
@@ -88,6 +92,8 @@ def main(argv):
     faces = protocols.aflw_faces(root, limit)
   elif _KIND.value == "300vw":
     videos = protocols.videos_300vw(root, _VIDEOS.value, limit)
+  elif _KIND.value == "image_sequences":
+    videos = protocols.image_sequence_videos(root, _SPLIT.value, model.num_landmarks, limit)
   elif _KIND.value == "talking_face":
     videos = protocols.talking_face_video(root, _TF_ORIGIN.value, limit)
   else:

@@ -300,6 +300,16 @@ def test_sweep_helpers_and_variant_names():
     spec, overrides = sweeps.variant_config("local_motion", {**variant, "seed": 2})
     assert spec == "local_motion:" + variant["preset"] and overrides == {"seed": 2}
     configs.validate(load_config(spec))
+  # CPU presets: 300-W still clips, then ytf68's real 3-frame sequences from that stage.
+  stages = dict(configs.stage_configs(load_config(
+      "local_motion:3drnn_cpu", ["data_root=/d/300w", "sequences_root=/d/ytf68"])))
+  assert list(stages) == ["train.", "sequences."]
+  assert (stages["train."].data.kind, stages["train."].data.root) == ("still_clips", "/d/300w")
+  assert stages["train."].eval.data.root == "/d/300w"
+  sequences = stages["sequences."]
+  assert (sequences.data.kind, sequences.data.root, sequences.init_from) == (
+      "image_sequences", "/d/ytf68", "train")
+  assert sequences.model.to_dict() == stages["train."].model.to_dict()
   command = sweeps.run_command("local_motion", "/tmp/w", [], variants[1])
   assert "--config=local_motion:3d_cpu" in command and not any("preset" in a for a in command)
   with pytest.raises(configs.ConfigError, match="sets the preset"):

@@ -297,6 +297,13 @@ def test_data_sources_of_the_protocols(tiny_model_dir, tmp_path):
   for (f0, l0, _), (f1, l1, _) in zip(plain, occluded):
     np.testing.assert_array_equal(l0, l1)
     assert not np.array_equal(np.stack(list(f0)), np.stack(list(f1)))
+  # Image sequences (ytf68's 3 frames per video): tracked, a subset per frame position.
+  result = protocols.evaluate_videos(model, protocols.image_sequence_videos(root, "val"))
+  assert [s for s in result.subsets] == [("val", f"frame_{t}") for t in range(3)]
+  np.testing.assert_allclose(np.stack(result.landmarks),
+                             [read_pts(p[:-4] + ".pts") for p in VAL_FACES], atol=1e-4)
+  rows = protocols.tables(result)
+  assert rows["frame_2"]["frames"] == 1 and rows["val"]["frames"] == 3
   # 300-VW layout (synthetic videos), every video.
   from data_pipelines.synthetic import SyntheticConfig, write_300vw_layout
   write_300vw_layout(str(tmp_path / "vw"), 2, config=SyntheticConfig(size=64, num_frames=4))

@@ -16,18 +16,26 @@ Hardware: one GPU. Expected time and result: not measured (no accelerator lent y
 Table 6, 300-VW categories 1/2/3 mean error: 3DRNN 5.34 / 5.01 / 8.14, 3DFCRNN 5.73 / 4.83 /
 8.70).
 
-The CPU budget (VARIANT_cpu, what `experiments/sweeps/local_motion.py` trains): 300-W's
-LFPW + Helen training faces (1,675; 20 % for validation) made into clips of 3 frames by a
-smooth random camera path (`data.kind='still_clips'`, no occluders, half the clips mirrored),
-the paper's models, optimiser, batch and schedule except a zero-initialised output layer
-(`model.zero_init_output`, see below), and as many epochs as about 45 minutes on two cores
-give each model (capped at the paper's 100): 45 min x 80 % (data loading, validation) x the
-train samples/s of `benchmarks/local_motion_table7.py` (2D 77, 3D 11.5, 2DRNN 21, 3DRNN 10.7,
-2DFCRNN 1.9, 3DFCRNN 1.9) / 1,340 faces. Held-out evaluation: 300-W common (554 stills, a
-window of the same frame three times), as the RED-Net rows of the README are.
+The CPU budget (VARIANT_cpu, what `experiments/sweeps/local_motion.py` trains), two stages:
+- `train`: 300-W's LFPW + Helen training faces (1,675; 20 % for validation) made into clips of
+  3 frames by a smooth random camera path (`data.kind='still_clips'`, no occluders, half the
+  clips mirrored), the paper's models, optimiser, batch and schedule except a zero-initialised
+  output layer (`model.zero_init_output`, see below), and as many epochs as about 45 minutes on
+  two cores give each model (capped at the paper's 100): 45 min x 80 % (data loading,
+  validation) x the train samples/s of `benchmarks/local_motion_table7.py` (2D 77, 3D 11.5,
+  2DRNN 21, 3DRNN 10.7, 2DFCRNN 1.9, 3DFCRNN 1.9) / 1,340 faces. Held-out evaluation: 300-W
+  common (554 stills, a window of the same frame three times), as the RED-Net rows of the
+  README are.
+- `sequences`: from `train`, one pass over ytf68's real facial motion (`data.kind=
+  'image_sequences'`: 3 frames of each of 883 YouTube videos of 267 people, 20 % of the videos
+  for validation, each clip forward, reversed and mirrored), Adam at 1e-5 for all six; held
+  out: ytf68 val (100 videos of 30 other people). The still clips move only the camera; this
+  stage is where early temporal connectivity can meet faces that move, and comparing each
+  model's gain with the 2D model's separates motion from new appearance.
   python experiments/run.py --config=local_motion:3drnn_cpu --workdir=$HOME/runs/lm_3drnn \
-    --config.data_root=/path/to/300w
-Hardware: 2 CPU cores. Expected time: about 45 minutes each (2D: 100 epochs in about 35).
+    --config.data_root=/path/to/300w --config.sequences_root=/path/to/ytf68
+Hardware: 2 CPU cores. Expected time: about 45 minutes each for `train` (2D: 100 epochs in
+about 35); `sequences` 1 (2D) to 25 minutes (FCRNNs).
 Not used: a second stage on the synthetic talking-face videos (blinks, speech, head turns: the
 local motion clips of stills cannot show), from this one with the same recipe, 30 epochs for
 2D: 300-W common went from 5.67 to 14.80 % and Talking Face from 4.69 to 70.6 % (lost
@@ -42,6 +50,9 @@ from rednet_jax.training.configs import base_stage
 
 # Epochs in the CPU budget (about 45 min on 2 cores, data loading included; at most 100).
 CPU_EPOCHS = {"2d": 100, "3d": 18, "2drnn": 34, "3drnn": 17, "2dfcrnn": 3, "3dfcrnn": 3}
+# Fine-tuning on real sequences: a tenth of the paper's starting rate, the same for all six
+# (their first stages end at 1e-6 (2D) to 1e-4 (3D, FCRNN)).
+SEQUENCES_LEARNING_RATE = 1e-5
 
 
 def _stage(name: str, variant: str) -> ml_collections.ConfigDict:
@@ -83,19 +94,33 @@ def get_config(arg: str = "3drnn"):
     c.eval.batch_size = 8
     return c
   root = ml_collections.FieldReference("~/data/300w")
-  c = _stage("train", variant)
-  c.data_root = root
-  c.data.kind = "still_clips"
-  c.data.root = root
-  c.data.train_split, c.data.eval_split = "train", "test"
-  c.data.samples_per_image = 1        # an epoch: every training face once
-  c.data.occluder_prob = 0.0          # the paper adds no occluders
-  c.data.clip_flip = True
+  sequences_root = ml_collections.FieldReference("~/data/ytf68")
+  train = _stage("train", variant)
+  train.data_root = root
+  train.data.kind = "still_clips"
+  train.data.root = root
+  train.data.train_split, train.data.eval_split = "train", "test"
+  train.data.samples_per_image = 1    # an epoch: every training face once
+  train.data.occluder_prob = 0.0      # the paper adds no occluders
+  train.data.clip_flip = True
   # The paper's Xavier-initialised output layer starts O(1) crop sizes off; Adam at 1e-4 took
   # >1,000 steps to undo it (2D, 300-W validation NME io 50 % after 6 epochs; with this 17 %
   # after 3), a large share of a CPU budget (the paper: ~10^6 steps). Same for all six.
-  c.model.zero_init_output = True
-  c.num_epochs = CPU_EPOCHS[variant]
-  c.eval.batch_size = 16
-  c.eval.data.update(kind="image_folder", root=root, eval_split="test", clip_length=1, size=64)
-  return c
+  train.model.zero_init_output = True
+  train.num_epochs = CPU_EPOCHS[variant]
+  train.eval.batch_size = 16
+  train.eval.data.update(kind="image_folder", root=root, eval_split="test", clip_length=1,
+                         size=64)
+  # Real facial motion: ytf68's 3-frame YouTube sequences, one pass for every model.
+  sequences = _stage("sequences", variant)
+  sequences.init_from = "train"
+  sequences.data.update(kind="image_sequences", root=sequences_root, train_split="train",
+                        eval_split="val", clips_per_video=1, clip_flip=True)
+  sequences.model.zero_init_output = True
+  sequences.optimizer.learning_rate = SEQUENCES_LEARNING_RATE
+  sequences.num_epochs = 1
+  sequences.eval.batch_size = 16
+  sequences.eval.clips_per_video = 1  # a 3-frame sequence holds one 3-frame window
+  return ml_collections.ConfigDict(dict(curriculum=("train", "sequences"), train=train,
+                                        sequences=sequences, data_root=root,
+                                        sequences_root=sequences_root))

@@ -3,9 +3,11 @@
 minutes on two cores give each, at most 100), evaluated on 300-W common:
 
   python experiments/sweep.py --config=local_motion --sweep=local_motion \
-    --workdir=$HOME/sweeps/local_motion --config.data_root=$HOME/data/300w
+    --workdir=$HOME/sweeps/local_motion --config.data_root=$HOME/data/300w \
+    --config.sequences_root=$HOME/data/ytf68
 
-About 4.5 hours on 2 cores; a stopped sweep resumes where it stopped. Pairs (2D vs 3D, with and
+About 5.5 hours on 2 cores (each model: 300-W still clips, then one pass over ytf68's real
+3-frame sequences); a stopped sweep resumes where it stopped. Pairs (2D vs 3D, with and
 without late connectivity) answer the paper's question: does early temporal connectivity
 help? ARG 'paper' runs the paper's presets instead (300-VW, 100 epochs; give
 --config.data.root=/path/to/300vw).

@@ -166,16 +166,18 @@ def evaluate_videos(model: LandmarkModel,
   for video in videos:
     frames, truth, subsets = video[:3]
     # Optional 4th item: landmarks of the annotation's box where the scored points (e.g. 7)
-    # do not span the face.
-    box_truth = video[3] if len(video) > 3 else truth
+    # do not span the face (None: the scored points); 5th: a subset name per frame.
+    box_truth = video[3] if len(video) > 3 and video[3] is not None else truth
+    frame_subsets = video[4] if len(video) > 4 else None
     tracker = Tracker(model, detector, min_confidence)
     track += 1
     for t, frame in enumerate(frames):
       if t >= len(truth):
         break
       start = _first_box(frame, box_truth[t], first_box, detector) if t == 0 else None
+      names = tuple(subsets) + ((frame_subsets[t],) if frame_subsets is not None else ())
       if t == 0 and start is None:
-        result.miss(subsets)
+        result.miss(names)
         continue
       if not carry_state:
         tracker.forget_carry()
@@ -185,12 +187,12 @@ def evaluate_videos(model: LandmarkModel,
       if t > 0:
         result.seconds.append(time.perf_counter() - started)
       if points is None:
-        result.miss(subsets)
+        result.miss(names)
         track += 1
         continue
       if t > 0 and tracker.counts.detections > detections:
         track += 1
-      result.add(_as_evaluated_points(points, truth.shape[-2]), truth[t], subsets, points, track)
+      result.add(_as_evaluated_points(points, truth.shape[-2]), truth[t], names, points, track)
   return result
 
 
@@ -329,6 +331,19 @@ def videos_300vw(root: str, which: str = "test", limit: int = 0) -> Iterator[tup
   for video in _limited(videos, limit):
     subsets = [s for s in (category.get(video.video_id), red.get(video.video_id)) if s]
     yield video_frames(video.path), video.landmarks, subsets
+
+
+def image_sequence_videos(root: str, split: str = "", num_landmarks: int = 68, limit: int = 0
+                          ) -> Iterator[tuple]:
+  """The image sequences of an image folder (`video_300vw.read_image_sequences`, e.g. ytf68's 3
+  frames per video) as tracked videos: (frames, landmarks, [split], None, ['frame_0', ...]).
+  The per-frame subsets separate the frames by how much of the sequence came before them (a
+  local-motion model's 3-frame window is all real from frame_2 on)."""
+  videos, _ = video_300vw.read_image_sequences(root, split or None, num_landmarks)
+  for video in _limited(videos, limit):
+    frames = (load_image_rgb(path) for path in video.frame_paths)
+    names = [f"frame_{t}" for t in range(video.num_frames)]
+    yield frames, video.landmarks, [split] if split else [], None, names
 
 
 def still_clip_videos(root: str, split: str = "", num_landmarks: int = 68,

@@ -358,9 +358,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
          and c.optimizer.plateau_patience_epochs >= 1, "optimizer.plateau_patience_epochs",
          "must be a positive integer")
     need(0 <= c.data.validation_fraction < 1, "data.validation_fraction", "must be in [0, 1)")
-    need(not c.data.clip_flip or c.data.kind in ("still_clips", "300vw", "synthetic_videos"),
-         "data.clip_flip", "mirrors clips: data.kind must be 'still_clips', '300vw' or "
-         "'synthetic_videos'")
+    need(not c.data.clip_flip or c.data.kind in ("still_clips", "300vw", "synthetic_videos",
+                                                 "image_sequences"),
+         "data.clip_flip", "mirrors clips: data.kind must be 'still_clips', '300vw', "
+         "'synthetic_videos' or 'image_sequences'")
     for key in (c.loss.weights.keys() if "weights" in c.loss else ()):
       need(c.loss.weights[key] >= 0, f"loss.weights.{key}", "must be >= 0")
     need(c.z0_in_training in ("prediction", "ground_truth"), "z0_in_training",

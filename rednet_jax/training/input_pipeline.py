@@ -8,6 +8,9 @@ Data kinds (`config.data.kind`):
   synthetic_stills  `image_folder` rendered by `data_pipelines.synthetic` under `root` (default
                     `<workdir>/synthetic/stills`) the first time it is needed.
   synthetic_videos  `300vw` rendered likewise (default `<workdir>/synthetic/videos`).
+  image_sequences   an image folder whose manifest gives each image a video and a frame number
+                    (e.g. ytf68: 3 frames per YouTube video): T-frame clips of real motion,
+                    train_split / eval_split (or eval_root) as for image folders.
   tfds_faces        still images from a TFDS ArrayRecord dataset prepared once with
                     `data_pipelines.tfds_builders.Faces300W` (`data.root` is the TFDS data_dir,
                     `data.tfds_name` the dataset, train_split / eval_split its splits); read
@@ -45,10 +48,12 @@ from data_pipelines.image_pipeline import LoadImageBatch, image_batch_dataset
 from data_pipelines.pts import DataError
 from data_pipelines.stills_to_clips import (LoadStillClipBatch, StillClipConfig,
                                             still_clip_batch_dataset)
-from data_pipelines.video_300vw import VideoRecord, challenge_split, read_300vw, rednet_split
+from data_pipelines.video_300vw import (VideoRecord, challenge_split, read_300vw,
+                                       read_image_sequences, rednet_split)
 
 KINDS = ("image_folder", "300vw", "still_clips", "synthetic_stills", "synthetic_videos",
-         "tfds_faces")
+         "tfds_faces", "image_sequences")
+VIDEO_KINDS = ("300vw", "synthetic_videos", "image_sequences")
 
 
 @dataclasses.dataclass
@@ -268,6 +273,8 @@ def _videos(data, workdir: str, field: str) -> tuple[list[VideoRecord], list[Vid
     _render_once(root, s.to_dict(), lambda out: synthetic.write_300vw_layout(
         out, s.num_identities, seed=s.seed, config=_synthetic_config(data)))
   _require_dir(root, f"{data.kind} data", field)
+  if data.kind == "image_sequences":
+    return _image_sequences(data, root, field)
   videos, bad = read_300vw(root, num_points=data.num_landmarks,
                            skip_bad_samples=data.skip_bad_samples)
   for message in bad.messages:
@@ -281,6 +288,24 @@ def _videos(data, workdir: str, field: str) -> tuple[list[VideoRecord], list[Vid
     raise ValueError(f"300vw splits are {sorted(split)}; got train_split={data.train_split!r}, "
                      f"eval_split={data.eval_split!r}")
   return split[data.train_split], split[data.eval_split]
+
+
+def _image_sequences(data, root: str, field: str) -> tuple[list[VideoRecord], list[VideoRecord]]:
+  train, bad = read_image_sequences(root, data.train_split or None, data.num_landmarks,
+                                    data.skip_bad_samples)
+  eval_root = os.path.expanduser(data.eval_root) if data.eval_root else root
+  if data.eval_root:
+    _require_dir(eval_root, f"{data.kind} held-out data", field.replace("root", "eval_root"))
+  held_out, bad_eval = read_image_sequences(eval_root, data.eval_split or None,
+                                            data.num_landmarks, data.skip_bad_samples)
+  for message in bad.messages + bad_eval.messages:
+    logging.warning("skipped: %s", message)
+  for name, videos in (("training", train), ("held-out", held_out)):
+    if not any(v.num_frames >= data.clip_length for v in videos):
+      raise DataError(f"{root}: no {name} image sequence has data.clip_length="
+                      f"{data.clip_length} frames (longest: "
+                      f"{max((v.num_frames for v in videos), default=0)})")
+  return train, held_out
 
 
 def _check_clip_length(data) -> None:
@@ -329,7 +354,7 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
                      "processes")
   # Epoch builders are partials of module-level functions: Grain pickles them into workers.
   seed, size = config.seed, data.size
-  if data.kind in ("300vw", "synthetic_videos"):
+  if data.kind in VIDEO_KINDS:
     train_videos, held_out = _videos(data, workdir, "data.root")
     train_videos, validation = split_validation(train_videos, data.validation_fraction, seed)
     unit_mean = mean_shape(np.concatenate([v.landmarks for v in train_videos]))
@@ -397,7 +422,7 @@ def build_eval_data(data, eval_config, workdir: str, held_out: list | None = Non
   if data.kind not in KINDS:
     raise ValueError(f"eval.data.kind must be one of {KINDS}, got {data.kind!r}")
   _check_clip_length(data)
-  videos = data.kind in ("300vw", "synthetic_videos")
+  videos = data.kind in VIDEO_KINDS
   if held_out is None:
     held_out = (_videos if videos else _stills)(data, workdir, "eval.data.root")[1]
   batch_size = eval_config.batch_size
