@@ -30,8 +30,9 @@ The CPU budget (VARIANT_cpu, what `experiments/sweeps/local_motion.py` trains), 
   'image_sequences'`: 3 frames of each of 883 YouTube videos of 267 people, 20 % of the videos
   for validation, each clip forward, reversed and mirrored), Adam at 1e-5 for all six; held
   out: ytf68 val (100 videos of 30 other people). The still clips move only the camera; this
-  stage is where early temporal connectivity can meet faces that move, and comparing each
-  model's gain with the 2D model's separates motion from new appearance.
+  stage is where early temporal connectivity can meet faces that move. What a model takes
+  from its window: the same weights evaluated with a static one (`evaluate.py
+  --reset_temporal_state`).
   python experiments/run.py --config=local_motion:3drnn_cpu --workdir=$HOME/runs/lm_3drnn \
     --config.data_root=/path/to/300w --config.sequences_root=/path/to/ytf68
 Hardware: 2 CPU cores. Expected time: about 45 minutes each for `train` (2D: 100 epochs in
