@@ -27,10 +27,11 @@ lfpw/helen/ibug and common/challenging (full = 'all'); AFLW |yaw| 0-15/15-30/30-
 sequences frame_0/frame_1/... (position in the sequence); the manifest split. Metrics: NME
 normalised by inter-ocular (outer eye corners), inter-pupil (eye centres) and box diagonal, in
 %; failure rate and CED AUC at 8 % and 10 % (inter-ocular); per-group NME. Videos (300vw,
-still_clips, talking_face, image_sequences) also get jitter within continuous tracks (frame-to-frame acceleration / inter-ocular distance, %) of the scored points, of all
-the model's points, and of the ground truth's own points, and a second table with the One-Euro
-stabiliser on (`rednet_jax.inference.stabiliser`; it smooths the reported points, the tracking itself
-runs on the raw ones). Faces whose files are missing or unreadable are skipped and counted
+still_clips, talking_face, image_sequences) also get jitter within continuous tracks
+(frame-to-frame acceleration / inter-ocular distance, %) of the scored points, of all the
+model's points, and of the ground truth's own points, and a second table with the One-Euro
+stabiliser on (`rednet_jax.inference.stabiliser`; it smooths the reported points, the tracking
+itself runs on the raw ones). Faces whose files are missing or unreadable are skipped and counted
 (`bad_samples`; --noskip_bad_samples makes them errors). Writes `results.json`, `results.md`,
 `ced.png` and, for videos, `error_over_frames.png` into --out.
 """
