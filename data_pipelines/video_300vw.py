@@ -88,7 +88,7 @@ def read_video_frames(video: VideoRecord, start: int, count: int) -> list[np.nda
   return [load_image_rgb(p) for p in video.frame_paths[start:start + count]]
 
 
-def read_image_sequences(root: str, split: str | None = None, num_points: int = 68,
+def read_image_sequences(root: str, num_points: int = 68, split: str | None = None,
                          skip_bad_samples: bool = False) -> tuple[list[VideoRecord], BadSamples]:
   """The image sequences of an image folder (`data_pipelines.image_folders`) whose manifest
   has `identity`, `video` and `frame` columns: one VideoRecord per (identity, video), frames

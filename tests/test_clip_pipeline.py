@@ -112,7 +112,8 @@ def test_image_sequences_are_videos_of_their_frames_in_order(tmp_path):
   videos, _ = read_image_sequences(str(root))
   assert [(v.video_id, v.identity, v.num_frames) for v in videos] == [
       ("Adam_Sandler/0", "Adam_Sandler", 3), ("Aishwarya_Rai/0", "Aishwarya_Rai", 3)]
-  assert [v.video_id for v in read_image_sequences(str(root), "val")[0]] == ["Aishwarya_Rai/0"]
+  held_out, _ = read_image_sequences(str(root), split="val")
+  assert [v.video_id for v in held_out] == ["Aishwarya_Rai/0"]
   frames = read_video_frames(videos[1], 1, 2)
   for t, frame in zip((1, 2), frames):
     np.testing.assert_array_equal(

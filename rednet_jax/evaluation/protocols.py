@@ -339,7 +339,7 @@ def image_sequence_videos(root: str, split: str = "", num_landmarks: int = 68, l
   frames per video) as tracked videos: (frames, landmarks, [split], None, ['frame_0', ...]).
   The per-frame subsets separate the frames by how much of the sequence came before them (a
   local-motion model's 3-frame window is all real from frame_2 on)."""
-  videos, _ = video_300vw.read_image_sequences(root, split or None, num_landmarks)
+  videos, _ = video_300vw.read_image_sequences(root, num_landmarks, split or None)
   for video in _limited(videos, limit):
     frames = (load_image_rgb(path) for path in video.frame_paths)
     names = [f"frame_{t}" for t in range(video.num_frames)]

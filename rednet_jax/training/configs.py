@@ -268,7 +268,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   listing each bad field as the user would type it (`image.data.batch_size`)."""
   # Imported here: configs.py is imported by the configs themselves, before JAX is needed.
   import inspect  # pylint: disable=g-import-not-at-top
-  from rednet_jax.training.input_pipeline import KINDS  # pylint: disable=g-import-not-at-top
+  from rednet_jax.training.input_pipeline import KINDS, VIDEO_KINDS  # pylint: disable=g-import-not-at-top
   from rednet_jax.models import MODELS  # pylint: disable=g-import-not-at-top
   from rednet_jax.evaluation.reports import STAGE_OUTPUTS  # pylint: disable=g-import-not-at-top
   problems = []
@@ -358,10 +358,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
          and c.optimizer.plateau_patience_epochs >= 1, "optimizer.plateau_patience_epochs",
          "must be a positive integer")
     need(0 <= c.data.validation_fraction < 1, "data.validation_fraction", "must be in [0, 1)")
-    need(not c.data.clip_flip or c.data.kind in ("still_clips", "300vw", "synthetic_videos",
-                                                 "image_sequences"),
-         "data.clip_flip", "mirrors clips: data.kind must be 'still_clips', '300vw', "
-         "'synthetic_videos' or 'image_sequences'")
+    clip_kinds = ("still_clips",) + VIDEO_KINDS
+    need(not c.data.clip_flip or c.data.kind in clip_kinds, "data.clip_flip",
+         f"mirrors clips: data.kind must be one of {list(clip_kinds)}")
     for key in (c.loss.weights.keys() if "weights" in c.loss else ()):
       need(c.loss.weights[key] >= 0, f"loss.weights.{key}", "must be >= 0")
     need(c.z0_in_training in ("prediction", "ground_truth"), "z0_in_training",

@@ -197,16 +197,7 @@ def _stills(data, workdir: str, field: str) -> tuple[list[FaceRecord], list[Face
   if data.kind == "tfds_faces":
     return (_tfds_faces(data, root, data.train_split, workdir, field),
             _tfds_faces(data, root, data.eval_split, workdir, field))
-  train, bad = read_image_folder(root, data.num_landmarks, split=data.train_split or None,
-                                 skip_bad_samples=data.skip_bad_samples)
-  eval_root = os.path.expanduser(data.eval_root) if data.eval_root else root
-  if data.eval_root:
-    _require_dir(eval_root, f"{data.kind} held-out data", field.replace("root", "eval_root"))
-  held_out, bad_eval = read_image_folder(eval_root, data.num_landmarks,
-                                         split=data.eval_split or None,
-                                         skip_bad_samples=data.skip_bad_samples)
-  for message in bad.messages + bad_eval.messages:
-    logging.warning("skipped: %s", message)
+  train, held_out = _train_and_held_out(data, root, field, read_image_folder)
   if not train or not held_out:
     raise DataError(f"{root}: the training split has {len(train)} images and the held-out one "
                     f"{len(held_out)}; both must be non-empty")
@@ -290,16 +281,22 @@ def _videos(data, workdir: str, field: str) -> tuple[list[VideoRecord], list[Vid
   return split[data.train_split], split[data.eval_split]
 
 
-def _image_sequences(data, root: str, field: str) -> tuple[list[VideoRecord], list[VideoRecord]]:
-  train, bad = read_image_sequences(root, data.train_split or None, data.num_landmarks,
-                                    data.skip_bad_samples)
+def _train_and_held_out(data, root: str, field: str, read: Callable) -> tuple[list, list]:
+  """An image folder's training split and its held-out one (from `data.eval_root` when set),
+  read by `read(root, num_points, split, skip_bad_samples)`; skipped samples are logged."""
+  train, bad = read(root, data.num_landmarks, data.train_split or None, data.skip_bad_samples)
   eval_root = os.path.expanduser(data.eval_root) if data.eval_root else root
   if data.eval_root:
     _require_dir(eval_root, f"{data.kind} held-out data", field.replace("root", "eval_root"))
-  held_out, bad_eval = read_image_sequences(eval_root, data.eval_split or None,
-                                            data.num_landmarks, data.skip_bad_samples)
+  held_out, bad_eval = read(eval_root, data.num_landmarks, data.eval_split or None,
+                            data.skip_bad_samples)
   for message in bad.messages + bad_eval.messages:
     logging.warning("skipped: %s", message)
+  return train, held_out
+
+
+def _image_sequences(data, root: str, field: str) -> tuple[list[VideoRecord], list[VideoRecord]]:
+  train, held_out = _train_and_held_out(data, root, field, read_image_sequences)
   for name, videos in (("training", train), ("held-out", held_out)):
     if not any(v.num_frames >= data.clip_length for v in videos):
       raise DataError(f"{root}: no {name} image sequence has data.clip_length="
