@@ -24,6 +24,7 @@ class Augmentation:
   changes for in-the-wild faces (not in the paper: off by default)."""
   scale: tuple[float, float] = (0.9, 1.1)
   rotation_deg: float = 15.0
+  rotation_step_deg: float = 0.0  # 0: any angle in +-rotation_deg; > 0: its multiples only
   translation_px_at_128: float = 7.0
   flip: bool = True
   colour: float = 0.0          # brightness, contrast and saturation each x U(1 - c, 1 + c)
@@ -61,8 +62,14 @@ def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 def sample_augmentation(rng: np.random.Generator, augmentation: Augmentation, out_size: int
                         ) -> dict:
   t = augmentation.translation_px_at_128 * out_size / 128.0
+  step = augmentation.rotation_step_deg
+  if step > 0:   # e.g. DRR's {0, +-5, ..., +-30} deg
+    count = int(augmentation.rotation_deg // step)
+    rotation = step * rng.integers(-count, count + 1)
+  else:
+    rotation = rng.uniform(-augmentation.rotation_deg, augmentation.rotation_deg)
   return {"scale": rng.uniform(*augmentation.scale),
-          "rotation_deg": rng.uniform(-augmentation.rotation_deg, augmentation.rotation_deg),
+          "rotation_deg": float(rotation),
           "shift": tuple(rng.uniform(-t, t, size=2)),
           "flip": bool(augmentation.flip and rng.random() < 0.5)}
 
@@ -108,6 +115,7 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, out_size: int, box_scale
 def mean_shape_in_crop(unit_mean_shape: np.ndarray, out_size: int, box_scale: float = 1.3
                        ) -> np.ndarray:
   """A box-normalised mean shape (`image_folders.mean_shape`) placed where the crop rule puts a
-  face: centred, its longer side out_size / box_scale. This is z_0 for still images."""
+  face: centred, its longer side out_size / box_scale. This is z_0 for still images. Any
+  (..., L, 2) array of box-normalised shapes is placed the same way."""
   return (np.asarray(unit_mean_shape) * (out_size / box_scale)
           + (out_size - 1) / 2.0).astype(np.float32)

@@ -60,6 +60,16 @@ def test_augmentation_ranges_match_the_paper():
   assert 0.45 < np.mean([d["flip"] for d in draws]) < 0.55
 
 
+def test_rotations_in_steps_draw_every_multiple_within_the_range():
+  """DRR's rotations: {0, +-5, ..., +-30} deg, each about equally often."""
+  rng = np.random.default_rng(1)
+  augmentation = Augmentation(rotation_deg=30.0, rotation_step_deg=5.0)
+  rotations = [sample_augmentation(rng, augmentation, 64)["rotation_deg"] for _ in range(2600)]
+  values, counts = np.unique(rotations, return_counts=True)
+  np.testing.assert_array_equal(values, np.arange(-30, 31, 5))
+  assert counts.min() > 140 and counts.max() < 260
+
+
 def test_unaugmented_crop_centres_the_face_box():
   image, points = dotted_face()
   crop, moved, _ = crop_face(image, points, 64, box_scale=1.3)

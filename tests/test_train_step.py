@@ -44,6 +44,12 @@ SYSTEMS = {
                           zero_init_output=True),
                      {}, ("network", "lstm", "cell", "input", "kernel"),
                      ("loss_coordinates",), 3),
+    # DRR: VGG-S, the local mapping, k-means start (candidates = z_0 before fitting), SIP and
+    # the LSTM cascade; still images. Both terms at 0.01: DRR's regressors on unnormalised
+    # features diverge at this test's SGD lr 0.01 (the shape error grew 35,000x in one step).
+    "drr": (dict(name="drr", backbone="vgg_s", width=1 / 16, num_steps=2, num_candidates=4),
+            {"weights": {"local_mapping": 0.01, "regression": 0.01}}, ("conv_deconv", "conv4", "conv", "kernel"),
+            ("loss_local_mapping", "loss_regression"), 1),
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+from rednet_jax.models.drr import DeepRecurrentRegression
 from rednet_jax.models.local_motion import LocalMotion
 from rednet_jax.models.rednet_v1 import RedNetV1
 from rednet_jax.models.rednet_v2 import RedNetV2
@@ -16,6 +17,7 @@ MODELS: dict[str, type[System]] = {
     "rednet_v1": RedNetV1,
     "rednet_v2": RedNetV2,
     "local_motion": LocalMotion,
+    "drr": DeepRecurrentRegression,
 }
 
 

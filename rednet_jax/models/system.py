@@ -25,6 +25,9 @@ subclasses `System`. The trainer, held-out evaluation, `experiments/evaluate.py`
   step_maps(outputs) -> (K, B, T, h, w)  one image per spatial step of how strongly any landmark
                                  responds, in [0, 1] (for figures)
   load_pretrained(variables, path) -> variables   ImageNet initialisation (`config.pretrained_weights`)
+  fit_to_shapes(variables, shapes, seed) -> variables   state fitted to the training shapes
+                                 (n, L, 2) in crop pixels before the first step (DRR's k-means
+                                 candidates; the others return the variables unchanged)
   config_problems(model, loss) -> [(field, rule)]  checks of `config.model` / `config.loss`
   readout / readout_window       fields that change how landmarks are read out, not the weights:
                                  a loaded model may take other values (export.py --readout)
@@ -106,6 +109,10 @@ class System(nn.Module):
 
   def step_maps(self, outputs: dict[str, Any]) -> jax.Array:
     raise NotImplementedError
+
+  def fit_to_shapes(self, variables: dict[str, Any], shapes: np.ndarray, seed: int = 0
+                    ) -> dict[str, Any]:
+    return variables
 
   def load_pretrained(self, variables: dict[str, Any], path: str) -> dict[str, Any]:
     raise NotImplementedError(f"{type(self).__name__} has no ImageNet initialisation")

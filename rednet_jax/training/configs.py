@@ -61,8 +61,8 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.data.augment = True              # paper: scale 0.9-1.1, +-15 deg, +-7 px, flip (images)
   # Ranges (data_pipelines.face_crops.Augmentation); the paper's, appearance changes off.
   c.data.augmentation = ml_collections.ConfigDict(dict(
-      scale=(0.9, 1.1), rotation_deg=15.0, translation_px_at_128=7.0, flip=True, colour=0.0,
-      blur_prob=0.0, occluder_prob=0.0))
+      scale=(0.9, 1.1), rotation_deg=15.0, rotation_step_deg=0.0, translation_px_at_128=7.0,
+      flip=True, colour=0.0, blur_prob=0.0, occluder_prob=0.0))
   c.data.identity_disjoint = False   # no identity twice in a batch (paper: video stage)
   # Share of the training images / videos held out (seeded) as a validation set, evaluated
   # every epoch (needed by optimizer.schedule='plateau'); 0: none.
@@ -307,7 +307,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     augmentation = c.data.augmentation
     need(0 < augmentation.scale[0] <= augmentation.scale[1], "data.augmentation.scale",
          "must be (low, high) with 0 < low <= high")
-    for field in ("rotation_deg", "translation_px_at_128"):
+    for field in ("rotation_deg", "rotation_step_deg", "translation_px_at_128"):
       need(augmentation[field] >= 0, f"data.augmentation.{field}", "must be >= 0")
     need(0 <= augmentation.colour < 1, "data.augmentation.colour", "must be in [0, 1)")
     for field in ("blur_prob", "occluder_prob"):

@@ -43,7 +43,7 @@ from data_pipelines import synthetic
 from data_pipelines.batching import identity_index
 from data_pipelines.clip_pipeline import LoadClipBatch, clip_batch_dataset, sample_clips
 from data_pipelines.face_crops import Augmentation, mean_shape_in_crop
-from data_pipelines.image_folders import FaceRecord, mean_shape, read_image_folder
+from data_pipelines.image_folders import FaceRecord, normalise_to_box, read_image_folder
 from data_pipelines.image_pipeline import LoadImageBatch, image_batch_dataset
 from data_pipelines.pts import DataError
 from data_pipelines.stills_to_clips import (LoadStillClipBatch, StillClipConfig,
@@ -64,6 +64,8 @@ class StageData:
   mean_shape: np.ndarray           # (L, 2) in crop pixels: z_0 of still images, f_REG's origin
   num_identities: int              # identities of the training split
   description: str                 # for the log
+  training_shapes: np.ndarray      # (n, L, 2) every training shape placed as the crop rule
+                                   # places a face (DRR's k-means candidates are fitted to them)
   validation: grain.MapDataset | None = None   # data.validation_fraction of the training data
 
 
@@ -354,7 +356,7 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
   if data.kind in VIDEO_KINDS:
     train_videos, held_out = _videos(data, workdir, "data.root")
     train_videos, validation = split_validation(train_videos, data.validation_fraction, seed)
-    unit_mean = mean_shape(np.concatenate([v.landmarks for v in train_videos]))
+    unit_shapes = normalise_to_box(np.concatenate([v.landmarks for v in train_videos]))
     identities = {v.identity for v in train_videos}
     make_epoch = functools.partial(
         _clip_epoch, videos=train_videos, seed=seed, host=host, kwargs=dict(
@@ -368,7 +370,7 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
     extra_records = _extra_source(data, "data.root")
     weights = mixing_weights(len(train_records), len(extra_records), data)
     train_records = train_records + extra_records
-    unit_mean = mean_shape([r.landmarks for r in train_records])
+    unit_shapes = normalise_to_box(np.stack([r.landmarks for r in train_records]))
     identities = {r.identity for r in train_records if r.identity}
     if data.kind == "still_clips":
       make_epoch = functools.partial(
@@ -406,8 +408,9 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
   else:
     eval_data = build_eval_data(data, config.eval, workdir, held_out, host)
   return StageData(train=train, steps_per_epoch=steps_per_epoch, eval=eval_data,
-                   mean_shape=mean_shape_in_crop(unit_mean, size, data.box_scale),
+                   mean_shape=mean_shape_in_crop(unit_shapes.mean(0), size, data.box_scale),
                    num_identities=len(identities), description=description,
+                   training_shapes=mean_shape_in_crop(unit_shapes, size, data.box_scale),
                    validation=(build_eval_data(data, config.eval, workdir, validation, host)
                                if validation else None))
 

@@ -280,7 +280,8 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
                config.name, data.description, data.steps_per_epoch, config.num_epochs,
                total_steps, mesh.size, host[1])
 
-  variables = _init_variables(model, config, mesh, data.mean_shape)
+  variables = model.fit_to_shapes(_init_variables(model, config, mesh, data.mean_shape),
+                                  data.training_shapes, config.seed)
   state = TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],
                      tx.init(variables["params"]))
   state_sharding = shard_state(state, mesh, config.mesh.state_sharding)

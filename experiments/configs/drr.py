@@ -1,0 +1,54 @@
+r"""Deep Recurrent Regression (Lai et al., TCSVT 2018; `rednet_jax/models/drr.py`) on 300-W, one
+image stage.
+
+Presets: BACKBONE_SIZE, the four settings of the paper's Table VIII: vgg19_256 (the default,
+Tables II-IV), vgg19_128, vgg_s_256, vgg_s_128.
+
+The paper's setting: LFPW + Helen training faces (300-W's train split here; the paper's 300-W
+rows also train on AFW, absent here), the face box padded by 0.2 of its width on every side
+(`data.box_scale` 1.4 of the landmarks' box), S x S crops, 52 augmented samples per face per
+epoch (Table I: rotations {0, +-5, ..., +-30} deg x mirroring x box jitter), SGD momentum 0.9,
+weight decay 1e-4, K = 8, N = 50 k-means candidates, b = 6, ImageNet VGG-19 when a torchvision
+`vgg19` state_dict is given (`--config.pretrained_weights`). Held out: 300-W common (LFPW +
+Helen test); the paper reports inter-pupil NME (`nme_ip` in `evaluate.py`'s table).
+  python experiments/run.py --config=drr:vgg19_256 --workdir=$HOME/runs/drr \
+    --config.data.root=/path/to/300w --config.pretrained_weights=/path/to/vgg19.pth
+Hardware: one GPU. Expected time: not measured (no accelerator lent yet). Expected result
+(paper, inter-pupil NME on 300-W common): VGG-19 256 px 4.07 %, VGG-19 128 px 4.57, VGG-S
+256 px 4.22, VGG-S 128 px 4.62 (Table VIII).
+
+Not given by the paper (our choices, named fields): the learning rate and its schedule (SGD
+1e-3, x0.1 every 10 epochs), batch size 16, 20 epochs, the box-jitter ranges (scale 0.9-1.1,
++-7 px at 128 px: the project's), equal weights of the two loss terms with shapes in crop
+sides (see the model's docstring).
+"""
+
+import ml_collections
+
+from rednet_jax.training.configs import base_stage
+
+PRESETS = {"vgg19_256": ("vgg19", 256), "vgg19_128": ("vgg19", 128),
+           "vgg_s_256": ("vgg_s", 256), "vgg_s_128": ("vgg_s", 128)}
+
+
+def get_config(arg: str = "vgg19_256"):
+  if arg not in PRESETS:
+    raise ValueError(f"drr: unknown preset {arg!r}; known: {sorted(PRESETS)}")
+  backbone, size = PRESETS[arg]
+  c = base_stage("image")
+  c.model = ml_collections.ConfigDict(dict(
+      name="drr", num_landmarks=c.data.get_ref("num_landmarks"), backbone=backbone, width=1.0,
+      deconv_features=96, batch_norm=False, num_steps=8, box=6, initialisation="kmeans",
+      num_candidates=50, recurrent_features=True, recurrent_combine="sum", lstm_units=0,
+      scan_unroll=1, dtype="float32"))
+  c.loss = ml_collections.ConfigDict(dict(
+      weights=ml_collections.ConfigDict(dict(local_mapping=1.0, regression=1.0))))
+  c.data.update(kind="image_folder", root="~/data/300w", train_split="train", eval_split="test",
+                size=size, box_scale=1.4, batch_size=16, samples_per_image=52)
+  c.data.augmentation.update(rotation_deg=30.0, rotation_step_deg=5.0, flip=True)
+  c.optimizer.update(name="sgd", learning_rate=1e-3, momentum=0.9, decay_rate=0.1,
+                     decay_every_epochs=10, weight_decay=1e-4, schedule="step")
+  c.z0_in_training = "ground_truth"   # stills: z_0 is the mean shape (initialisation='given')
+  c.num_epochs = 20
+  c.outputs = ("ced_plot", "refinement_figure")
+  return c
