@@ -242,6 +242,9 @@ def test_a_tiny_stage_fits_the_candidates_trains_exports_and_tracks(tmp_path):
   configs.validate(c)
   final = train_and_evaluate(c, str(tmp_path / "run"))["image"]
   assert np.isfinite(final["nme_io"]) and final["frames"] == 3
+  # The refinement table: z_0 as the tracker gives it (the mean shape) and each of K = 2 steps.
+  assert final["nme_io_step2"] == pytest.approx(final["nme_io"])
+  assert np.isfinite(final["nme_io_step0"]) and "nme_io_step3" not in final
   model = load_model(export_run_stage(str(tmp_path / "run"), "image", str(tmp_path / "export")))
   # Three training faces, three candidates: the candidates are the faces' shapes in the crop.
   shapes = np.stack([r.landmarks for r in read_image_folder(root, 68, "train")[0]])

@@ -22,17 +22,19 @@ from rednet_jax.models.system import System, track_clip
 
 def make_eval_step(model: System, mean_shape: np.ndarray, mesh: Mesh,
                    data_axis: str = "data"):
-  """Returns jitted `eval_step(variables, batch) -> {'errors' (B, T), 'valid' (B,),
-  'points' (K, B, T, L, 2), 'init_points' (B, T, L, 2)}` for the global batch (`track_clip`):
-  the inter-ocular error of the last step per frame, and every step's shape (for refinement
-  figures)."""
+  """Returns jitted `eval_step(variables, batch) -> {'errors' (B, T), 'step_errors'
+  (K + 1, B, T), 'valid' (B,), 'points' (K, B, T, L, 2), 'init_points' (B, T, L, 2)}` for the
+  global batch (`track_clip`): the inter-ocular error of the last step per frame, of z_0 and
+  of every step (refinement tables), and every step's shape (for refinement figures)."""
   mean_shape = jnp.asarray(mean_shape, jnp.float32)
 
   def eval_step(variables, batch):
     points, inits = track_clip(model, variables, model.normalise(batch["image"]), mean_shape,
                                batch.get("crop_matrix"))
-    return {"errors": metrics.normalised_errors(points[-1], batch["landmarks"], "io"),
-            "valid": batch["valid"], "points": points, "init_points": inits}
+    shapes = jnp.concatenate([inits[None], points])
+    step_errors = metrics.normalised_errors(shapes, batch["landmarks"][None], "io")
+    return {"errors": step_errors[-1], "step_errors": step_errors, "valid": batch["valid"],
+            "points": points, "init_points": inits}
 
   # Outputs are gathered to every process (small), so any host can summarise and draw.
   replicated, by_batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
@@ -42,11 +44,15 @@ def make_eval_step(model: System, mean_shape: np.ndarray, mesh: Mesh,
 def evaluate(eval_step, variables: Any, batches: Iterable[dict], to_global) -> tuple[dict, dict]:
   """Runs `eval_step` over `batches` (`to_global` turns a host batch into global arrays).
   Returns (metrics, details): details hold every valid frame's error and the first batch's
-  images, landmarks and per-step shapes, for figures."""
-  errors, details = [], {}
+  images, landmarks and per-step shapes, for figures. With K > 1 spatial steps the metrics
+  also hold `nme_io_step<k>`: the mean error of z_0 (k = 0) and of each step's shape."""
+  errors, step_errors, details = [], [], {}
   for batch in batches:
     out = jax.device_get(eval_step(variables, to_global(batch)))
-    errors.append(np.asarray(out["errors"])[np.asarray(out["valid"])].reshape(-1))
+    valid = np.asarray(out["valid"])
+    errors.append(np.asarray(out["errors"])[valid].reshape(-1))
+    step_errors.append(np.asarray(out["step_errors"])[:, valid].reshape(
+        out["step_errors"].shape[0], -1))
     if not details:   # this process's clips come first in the global batch
       n = len(batch["image"])
       details = {"image": np.asarray(batch["image"]), "landmarks": np.asarray(batch["landmarks"]),
@@ -54,4 +60,8 @@ def evaluate(eval_step, variables: Any, batches: Iterable[dict], to_global) -> t
   if not errors:
     raise ValueError("the evaluation set is empty")
   details["errors"] = np.concatenate(errors)
-  return metrics.summarise(details["errors"], "io"), details
+  summary = metrics.summarise(details["errors"], "io")
+  per_step = np.concatenate(step_errors, axis=1)                     # (K + 1, frames)
+  if len(per_step) > 2:
+    summary.update({f"nme_io_step{k}": 100 * float(e.mean()) for k, e in enumerate(per_step)})
+  return summary, details
