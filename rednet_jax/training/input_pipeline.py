@@ -56,6 +56,9 @@ KINDS = ("image_folder", "300vw", "still_clips", "synthetic_stills", "synthetic_
 VIDEO_KINDS = ("300vw", "synthetic_videos", "image_sequences")
 
 
+MAX_TRAINING_SHAPES = 20_000     # 300-VW's 218k frames are mostly near-repeats
+
+
 @dataclasses.dataclass
 class StageData:
   train: grain.MapDataset          # element i: this process's part of the batch of step i
@@ -64,8 +67,9 @@ class StageData:
   mean_shape: np.ndarray           # (L, 2) in crop pixels: z_0 of still images, f_REG's origin
   num_identities: int              # identities of the training split
   description: str                 # for the log
-  training_shapes: np.ndarray      # (n, L, 2) every training shape placed as the crop rule
-                                   # places a face (DRR's k-means candidates are fitted to them)
+  training_shapes: np.ndarray      # (n, L, 2) the training shapes (evenly strided to at most
+                                   # MAX_TRAINING_SHAPES) placed as the crop rule places a face,
+                                   # for `System.fit_to_shapes` (DRR's k-means candidates)
   validation: grain.MapDataset | None = None   # data.validation_fraction of the training data
 
 
@@ -410,7 +414,9 @@ def build_stage_data(config, workdir: str, host: tuple[int, int] = (0, 1)) -> St
   return StageData(train=train, steps_per_epoch=steps_per_epoch, eval=eval_data,
                    mean_shape=mean_shape_in_crop(unit_shapes.mean(0), size, data.box_scale),
                    num_identities=len(identities), description=description,
-                   training_shapes=mean_shape_in_crop(unit_shapes, size, data.box_scale),
+                   training_shapes=mean_shape_in_crop(
+                       unit_shapes[::-(-len(unit_shapes) // MAX_TRAINING_SHAPES)], size,
+                       data.box_scale),
                    validation=(build_eval_data(data, config.eval, workdir, validation, host)
                                if validation else None))
 
