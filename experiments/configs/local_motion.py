@@ -36,7 +36,7 @@ The CPU budget (VARIANT_cpu, what `experiments/sweeps/local_motion.py` trains), 
   python experiments/run.py --config=local_motion:3drnn_cpu --workdir=$HOME/runs/lm_3drnn \
     --config.data_root=/path/to/300w --config.sequences_root=/path/to/ytf68
 Hardware: 2 CPU cores. Expected time: about 45 minutes each for `train` (2D: 100 epochs in
-about 35); `sequences` 1 (2D) to 25 minutes (FCRNNs).
+about 35); `sequences` 1 (2D) to 33 minutes (FCRNNs).
 Not used: a second stage on the synthetic talking-face videos (blinks, speech, head turns: the
 local motion clips of stills cannot show), from this one with the same recipe, 30 epochs for
 2D: 300-W common went from 5.67 to 14.80 % and Talking Face from 4.69 to 70.6 % (lost
