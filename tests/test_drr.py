@@ -32,7 +32,7 @@ def inputs(b=2, t=1, size=32, seed=0):
   return frames, points
 
 
-def shapes_of(module, size, **call):
+def shapes_of(module, size):
   x = jnp.zeros((1, size, size, 3))
   variables = jax.eval_shape(lambda: module.init(jax.random.key(0), x, False))
   out = jax.eval_shape(lambda v: module.apply(v, x, False), variables)
