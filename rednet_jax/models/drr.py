@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rednet_jax.models.layers import scaled_channels
+from rednet_jax.models.layers import ConvBNReLU, scaled_channels
 from rednet_jax.models.readout import peak_positions
 from rednet_jax.models.system import (Problems, System, check_inputs, clip_mean,
                                       imagenet_normalise, scan_steps)
@@ -118,23 +118,6 @@ def shape_indexed_pooling(features: jax.Array, points: jax.Array, box: int) -> j
   return jax.vmap(per_image)(features, starts)
 
 
-class ConvReLU(nn.Module):
-  """Convolution ('SAME'), optional BatchNorm, ReLU."""
-  features: int
-  kernel: int
-  batch_norm: bool = False
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = nn.Conv(self.features, (self.kernel, self.kernel), padding="SAME", dtype=self.dtype,
-                kernel_init=nn.initializers.he_normal(), name="conv")(x)
-    if self.batch_norm:
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
-                       name="bn")(x)
-    return nn.relu(x)
-
-
 def caffe_deconvolution(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
   """Caffe's Deconvolution (the gradient of a convolution): every input pixel i adds
   x[i] * kernel[k] to output pixel stride * i - pad + k. x (B, H, W, Cin), kernel
@@ -177,8 +160,8 @@ class ConvDeconv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     def conv(x, channels, kernel, name):
-      return ConvReLU(scaled_channels(channels, self.width), kernel, self.batch_norm,
-                      self.dtype, name=name)(x, train)
+      return ConvBNReLU(scaled_channels(channels, self.width), (kernel, kernel), 0.9,
+                        self.dtype, self.batch_norm, name=name)(x, train)
 
     if self.backbone == "vgg19":
       for stage, channels in enumerate(VGG19_STAGES, start=1):

@@ -66,16 +66,19 @@ def unpool_with_argmax(x: jax.Array, indices: jax.Array,
 
 
 class ConvBNReLU(nn.Module):
-  """3x3 convolution, BatchNorm, ReLU: the unit after which RED-Net places BN + ReLU."""
+  """3x3 convolution, BatchNorm, ReLU: the unit after which RED-Net places BN + ReLU
+  (`batch_norm=False`: convolution and ReLU only, as in VGG without BN)."""
   features: int
   kernel_size: tuple[int, int] = (3, 3)
   bn_momentum: float = 0.99
   dtype: Dtype = jnp.float32
+  batch_norm: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     x = nn.Conv(self.features, self.kernel_size, padding="SAME", dtype=self.dtype,
                 kernel_init=nn.initializers.he_normal(), name="conv")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                     dtype=self.dtype, name="bn")(x)
+    if self.batch_norm:
+      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                       dtype=self.dtype, name="bn")(x)
     return nn.relu(x)
