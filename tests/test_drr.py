@@ -160,7 +160,8 @@ def randomised(variables, seed=4):
 
 
 @pytest.mark.parametrize("fields", [dict(), dict(recurrent_combine="concat", lstm_units=16),
-                                    dict(recurrent_features=False), dict(num_steps=1)])
+                                    dict(recurrent_features=False), dict(num_steps=1),
+                                    dict(regressor_fan_in_scaling=True)])
 def test_the_scanned_cascade_equals_an_explicit_loop(fields):
   model = tiny(**fields)
   frames, points = inputs()
@@ -177,6 +178,8 @@ def test_the_scanned_cascade_equals_an_explicit_loop(fields):
     if model.recurrent_features:
       carry, h = lstm.apply({"params": params["cascade"]["lstm"]}, carry, f)
       f = f + h if model.recurrent_combine == "sum" else jnp.concatenate([f, h], -1)
+    if model.regressor_fan_in_scaling:
+      f = f / np.sqrt(f.shape[-1])
     delta = f @ params["regressor_weights"][k] + params["regressor_biases"][k]
     shape = shape + delta.reshape(shape.shape) * 32
     np.testing.assert_allclose(out["points"][k, :, 0], shape, atol=1e-4, err_msg=f"step {k}")
