@@ -2,6 +2,8 @@
 Caffe's deconvolution, the local-mapping target and loss, shape-indexed pooling, the k-means
 initialisation search and the scanned cascade against an explicit loop."""
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,6 +14,8 @@ from rednet_jax.models import build_model
 from rednet_jax.models.drr import (ConvDeconv, caffe_deconvolution, local_mapping_loss,
                                    local_mapping_target, nearest_candidate,
                                    shape_indexed_pooling)
+from rednet_jax.models.pretrained import (VGG19_LAYER_NAMES, VGG19_STAGES,
+                                         PretrainedWeightsError)
 from rednet_jax.models.system import parameter_count
 
 L = 68
@@ -259,3 +263,65 @@ def test_a_tiny_stage_fits_the_candidates_trains_exports_and_tracks(tmp_path):
   tracker = Tracker(model, min_confidence=0.0)
   points, confidence = tracker.update(frame, face=Face(np.array([80.0, 60.0]), 50.0, 1.0))
   assert points.shape == (68, 2) and np.all(np.isfinite(points)) and 0 <= confidence <= 1
+
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+def torch_conv_indices(batch_norm):
+  """torchvision vgg19(_bn)'s `features.<i>` index of each convolution."""
+  indices, i = [], 0
+  for stage in VGG19_STAGES:
+    for _ in stage:
+      indices.append(i)
+      i += 3 if batch_norm else 2                  # conv, (BN,) ReLU
+    i += 1                                         # max-pool
+  return indices
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_torchvision_vgg19_loads_into_the_conv_deconv_network(batch_norm):
+  model = tiny(backbone="vgg19", batch_norm=batch_norm)
+  frames, points = inputs()
+  variables = model.init_variables(frames, points)
+  name = "vgg19_bn_w16" if batch_norm else "vgg19_w16"
+  loaded = model.load_pretrained(variables, os.path.join(FIXTURES, f"{name}.pt"))
+  ref = np.load(os.path.join(FIXTURES, f"{name}.npz"))
+  net, stats = loaded["params"]["conv_deconv"], loaded["batch_stats"]
+  names = VGG19_LAYER_NAMES
+  assert len(names) == 16
+  for layer, i in zip(names, torch_conv_indices(batch_norm)):
+    np.testing.assert_array_equal(net[layer]["conv"]["kernel"],
+                                  ref[f"features.{i}.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(net[layer]["conv"]["bias"], ref[f"features.{i}.bias"])
+    if batch_norm:
+      np.testing.assert_array_equal(net[layer]["bn"]["scale"], ref[f"features.{i + 1}.weight"])
+      np.testing.assert_array_equal(stats["conv_deconv"][layer]["bn"]["var"],
+                                    ref[f"features.{i + 1}.running_var"])
+  # The layers VGG-19 does not have keep their initialisation, the candidates too.
+  for key in ("conv8", "cascade", "regressor_weights"):
+    same = jax.tree.map(np.array_equal, loaded["params"][key], variables["params"][key])
+    assert all(jax.tree.leaves(same)), key
+  assert all(jax.tree.leaves(jax.tree.map(
+      np.array_equal, net["deconv6"], variables["params"]["conv_deconv"]["deconv6"])))
+  np.testing.assert_array_equal(stats["candidates"], variables["batch_stats"]["candidates"])
+  out = model.apply(loaded, frames, points)
+  assert np.all(np.isfinite(np.asarray(out["points"])))
+
+
+def test_vgg19_import_refuses_what_does_not_fit():
+  frames, points = inputs()
+  plain = tiny(backbone="vgg19")
+  variables = plain.init_variables(frames, points)
+  with pytest.raises(PretrainedWeightsError, match="batch_norm=True"):
+    plain.load_pretrained(variables, os.path.join(FIXTURES, "vgg19_bn_w16.pt"))
+  with pytest.raises(PretrainedWeightsError, match="expected the 16 of VGG-19"):
+    plain.load_pretrained(variables, os.path.join(FIXTURES, "vgg16_w16.pt"))
+  wide = tiny(backbone="vgg19", width=1 / 8)
+  with pytest.raises(PretrainedWeightsError, match="conv1_1"):
+    wide.load_pretrained(wide.init_variables(frames, points),
+                         os.path.join(FIXTURES, "vgg19_w16.pt"))
+  vgg_s = tiny()
+  with pytest.raises(ValueError, match="backbone 'vgg19' only"):
+    vgg_s.load_pretrained(vgg_s.init_variables(frames, points),
+                          os.path.join(FIXTURES, "vgg19_w16.pt"))

@@ -1,4 +1,4 @@
-"""VGG-16 weight import: torch.save state_dicts (read without PyTorch) and Keras HDF5 files."""
+"""VGG-16 (and the reader for VGG-19) weight import: torch.save state_dicts (read without PyTorch) and Keras HDF5 files."""
 
 import collections
 import os
@@ -21,7 +21,7 @@ TORCH_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 TORCH_BN_CONV_INDICES = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)
 
 
-@pytest.mark.parametrize("name", ["vgg16_w16", "vgg16_bn_w16"])
+@pytest.mark.parametrize("name", ["vgg16_w16", "vgg16_bn_w16", "vgg19_w16", "vgg19_bn_w16"])
 def test_torch_reader_matches_the_tensors_torch_saved(name):
   state = read_torch_state_dict(os.path.join(FIXTURES, f"{name}.pt"))
   reference = np.load(os.path.join(FIXTURES, f"{name}.npz"))

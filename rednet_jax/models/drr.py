@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rednet_jax.models.layers import ConvBNReLU, scaled_channels
+from rednet_jax.models.pretrained import VGG19_STAGES
 from rednet_jax.models.readout import peak_positions
 from rednet_jax.models.system import (Problems, System, check_inputs, clip_mean,
                                       imagenet_normalise, scan_steps)
@@ -67,9 +68,6 @@ Dtype = Any
 BACKBONES = ("vgg19", "vgg_s")
 INITIALISATIONS = ("kmeans", "given")
 RECURRENT_COMBINES = ("sum", "concat")
-# VGG-19's convolution stages; DRR keeps the pools after stages 1 and 2 only.
-VGG19_STAGES: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256,) * 4, (512,) * 4,
-                                             (512,) * 4)
 # VGG-S as Table VII: (name, channels, kernel, pool after).
 VGG_S_LAYERS = (("conv1", 96, 7, True), ("conv2", 256, 5, True), ("conv3", 512, 3, False),
                 ("conv4", 512, 3, False), ("conv5", 512, 3, False))
@@ -272,6 +270,16 @@ class DeepRecurrentRegression(System):
     stats = dict(variables["batch_stats"])
     stats["candidates"] = jnp.asarray(centres.reshape(n, self.num_landmarks, 2), jnp.float32)
     return {**variables, "batch_stats": stats}
+
+  def load_pretrained(self, variables, path):
+    """ImageNet VGG-19 for the 'vgg19' backbone (`pretrained.load_vgg19_into_drr`); the new
+    layers (deconv6/7, conv8, LSTM, regressors) keep their initialisation."""
+    if self.backbone != "vgg19":
+      raise ValueError(f"config.pretrained_weights: ImageNet weights load into backbone "
+                       f"'vgg19' only; model.backbone is {self.backbone!r} (VGG-S weights are "
+                       "not published in a format read here)")
+    from rednet_jax.models.pretrained import load_vgg19_into_drr  # pylint: disable=g-import-not-at-top
+    return load_vgg19_into_drr(variables, path)
 
   def loss(self, outputs, batch, mean_shape, clip_weights=None, *,
            weights: Mapping[str, float] | None = None):

@@ -1,4 +1,5 @@
-"""Load ImageNet VGG-16 convolution weights from a user-supplied file into `VGG16Encoder`.
+"""Load ImageNet VGG-16 convolution weights from a user-supplied file into `VGG16Encoder`, and
+VGG-19's into DRR's conv-deconv network (`load_vgg19_into_drr`).
 
 Supported files (nothing is downloaded; point the config at a local copy):
 - a PyTorch `state_dict` saved with `torch.save` (torchvision `vgg16` or `vgg16_bn` layout:
@@ -32,10 +33,20 @@ import numpy as np
 from rednet_jax.models.system import IMAGENET_MEAN, IMAGENET_STD
 from rednet_jax.models.vgg import VGG16_STAGES
 
+VGG19_STAGES = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
+
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)  # Keras/Caffe VGG, 0-255 BGR
 
-VGG16_LAYER_NAMES = tuple(f"conv{s}_{l}" for s, stage in enumerate(VGG16_STAGES, 1)
-                          for l in range(1, len(stage) + 1))
+
+
+def vgg_layer_names(stages) -> tuple[str, ...]:
+  """conv<stage>_<layer> for every convolution of a VGG (VGG-16: 13, VGG-19: 16)."""
+  return tuple(f"conv{s}_{l}" for s, stage in enumerate(stages, 1)
+               for l in range(1, len(stage) + 1))
+
+
+VGG16_LAYER_NAMES = vgg_layer_names(VGG16_STAGES)
+VGG19_LAYER_NAMES = vgg_layer_names(VGG19_STAGES)
 
 
 class PretrainedWeightsError(ValueError):
@@ -111,13 +122,15 @@ def read_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, np.ndarray)}
 
 
-def _torch_vgg_layers(state: dict[str, np.ndarray], path: str) -> list[dict[str, np.ndarray]]:
-  """The 13 convolutions (and BN, if present) of a torchvision VGG-16 state_dict, in order."""
+def _torch_vgg_layers(state: dict[str, np.ndarray], path: str, stages=VGG16_STAGES
+                      ) -> list[dict[str, np.ndarray]]:
+  """The convolutions (and BN, if present) of a torchvision VGG state_dict, in order."""
   conv_indices = sorted(int(k.split(".")[1]) for k, v in state.items()
                         if k.startswith("features.") and k.endswith(".weight") and v.ndim == 4)
-  if len(conv_indices) != 13:
+  expected = sum(map(len, stages))
+  if len(conv_indices) != expected:
     raise PretrainedWeightsError(f"{path}: found {len(conv_indices)} convolution weights under "
-                          "'features.*', expected the 13 of VGG-16")
+                          f"'features.*', expected the {expected} of VGG-{expected + 3}")
   layers = []
   for i in conv_indices:
     kernel = state[f"features.{i}.weight"].astype(np.float32).transpose(2, 3, 1, 0)  # OIHW->HWIO
@@ -130,13 +143,13 @@ def _torch_vgg_layers(state: dict[str, np.ndarray], path: str) -> list[dict[str,
   return layers
 
 
-def _keras_vgg_layers(path: str) -> list[dict[str, np.ndarray]]:
+def _keras_vgg_layers(path: str, stages=VGG16_STAGES) -> list[dict[str, np.ndarray]]:
   import h5py  # pylint: disable=g-import-not-at-top
   layers = []
   try:
     with h5py.File(path, "r") as f:
       root = f["model_weights"] if "model_weights" in f else f
-      for s, stage in enumerate(VGG16_STAGES, 1):
+      for s, stage in enumerate(stages, 1):
         for l in range(1, len(stage) + 1):
           name = f"block{s}_conv{l}"
           if name not in root:
@@ -165,17 +178,19 @@ def _caffe_first_conv_to_ours(kernel: np.ndarray, bias: np.ndarray):
   return (rgb * scale).astype(np.float32), new_bias.astype(np.float32)
 
 
-def read_vgg16_layers(path: str, source_format: str = "auto") -> list[dict[str, np.ndarray]]:
-  """13 dicts (kernel HWIO, bias, optional BN scale/bn_bias/mean/var) in our input convention."""
+def read_vgg16_layers(path: str, source_format: str = "auto", stages=VGG16_STAGES
+                      ) -> list[dict[str, np.ndarray]]:
+  """One dict per convolution (kernel HWIO, bias, optional BN scale/bn_bias/mean/var) in our
+  input convention: 13 for VGG-16, 16 with `stages=VGG19_STAGES`."""
   if not os.path.isfile(path):
-    raise PretrainedWeightsError(f"{path}: no such file (VGG-16 weights are never downloaded; "
+    raise PretrainedWeightsError(f"{path}: no such file (VGG weights are never downloaded; "
                           "give the path of a local copy)")
   if source_format == "auto":
     source_format = "keras_h5" if path.endswith((".h5", ".hdf5")) else "torch"
   if source_format == "torch":
-    layers = _torch_vgg_layers(read_torch_state_dict(path), path)
+    layers = _torch_vgg_layers(read_torch_state_dict(path), path, stages)
   elif source_format == "keras_h5":
-    layers = _keras_vgg_layers(path)
+    layers = _keras_vgg_layers(path, stages)
     layers[0]["kernel"], layers[0]["bias"] = _caffe_first_conv_to_ours(
         layers[0]["kernel"], layers[0]["bias"])
   else:
@@ -195,38 +210,55 @@ def load_vgg16_into_encoder(variables: dict[str, Any], path: str, source_format:
   Per-step BN statistics (a leading K axis) all receive the file's statistics. Shapes must match
   the encoder's width exactly; a mismatch names the layer and both shapes.
   """
+  return _load_vgg(variables, path, source_format, encoder_path, VGG16_STAGES)
+
+
+def load_vgg19_into_drr(variables: dict[str, Any], path: str, source_format: str = "auto",
+                        network_path: tuple[str, ...] = ("conv_deconv",)) -> dict[str, Any]:
+  """Returns a copy of DRR's `variables` with the 16 convolutions of its 'vgg19' conv-deconv
+  network taken from a VGG-19 file at `path` (torchvision `vgg19` / `vgg19_bn` state_dict, or a
+  Keras `block<s>_conv<l>` HDF5 file). A `vgg19_bn` file needs `model.batch_norm=True`; a plain
+  `vgg19` file into a BN model leaves the BN layers at their initialisation (identity scale)."""
+  return _load_vgg(variables, path, source_format, network_path, VGG19_STAGES)
+
+
+def _load_vgg(variables, path, source_format, network_path, stages):
   import jax  # pylint: disable=g-import-not-at-top
-  layers = read_vgg16_layers(path, source_format)
+  layers = read_vgg16_layers(path, source_format, stages)
   variables = jax.tree.map(np.array, variables)  # host copy we may write into
 
   def subtree(collection):
-    node = variables[collection]
-    for key in encoder_path:
-      node = node[key]
+    node = variables.get(collection, {})
+    for key in network_path:
+      node = node.get(key, {})
     return node
 
-  params = subtree("params")
-  stats = subtree("batch_stats") if "batch_stats" in variables else None
-  for name, layer in zip(VGG16_LAYER_NAMES, layers):
+  params, stats = subtree("params"), subtree("batch_stats")   # stats: {} without BN
+  for name, layer in zip(vgg_layer_names(stages), layers):
     conv = params[name]["conv"]
     kernel = layer["kernel"]
     target = conv["kernel"].shape
-    if name == "conv1_1":
+    if name == "conv1_1":   # extra input channels (RED-Net's feedback) start at zero
       if kernel.shape[:2] != target[:2] or kernel.shape[3] != target[3] or target[2] < 3:
-        raise PretrainedWeightsError(f"{path}: {name} kernel {kernel.shape} does not fit the encoder's "
-                              f"{target} (3 image channels + feedback; check the model width)")
+        raise PretrainedWeightsError(f"{path}: {name} kernel {kernel.shape} does not fit the "
+                              f"network's {target} (3 image channels + feedback; check the "
+                              "model width)")
       kernel = np.concatenate(
           [kernel, np.zeros((*kernel.shape[:2], target[2] - 3, kernel.shape[3]), np.float32)], 2)
     if kernel.shape != target or layer["bias"].shape != conv["bias"].shape:
       raise PretrainedWeightsError(f"{path}: {name} has kernel {kernel.shape}, bias "
-                            f"{layer['bias'].shape}; the encoder wants {target}, "
+                            f"{layer['bias'].shape}; the network wants {target}, "
                             f"{conv['bias'].shape} (check the model width)")
     conv["kernel"], conv["bias"] = kernel, layer["bias"]
     if "scale" in layer:
+      if "bn" not in params[name]:
+        raise PretrainedWeightsError(f"{path}: the file has batch normalisation (a *_bn VGG) but "
+                                     "the model has none; set model.batch_norm=True or give a "
+                                     "VGG without BN")
       bn = params[name]["bn"]
       bn["scale"], bn["bias"] = layer["scale"], layer["bn_bias"]
-      if stats is not None:
-        for key, value in (("mean", layer["mean"]), ("var", layer["var"])):
+      for key, value in (("mean", layer["mean"]), ("var", layer["var"])):
+        if name in stats:
           stats[name]["bn"][key] = np.broadcast_to(value, stats[name]["bn"][key].shape).copy()
   return variables
 

@@ -13,7 +13,9 @@ subclasses `System`. The trainer, held-out evaluation, `experiments/evaluate.py`
       is the prediction; earlier ones are for refinement figures); outputs["carry"]: the
       temporal state to pass with the next chunk of the same videos (None without one);
       optional outputs["frame_weights"] (B, T): 0 for frames the system made no prediction for
-      in training (the local-motion models' window history), left out of training metrics; other
+      in training (the local-motion models' window history), left out of training metrics;
+      optional outputs["initial_points"] (B, T, L, 2): the shape the steps start from when the
+      system picks it rather than taking z_0 (DRR's k-means candidate; per-step tables); other
       keys are the system's own (response maps, head outputs) and feed its `loss`.
   init_variables(frames, init_points, seed) -> variables   the system's own initialisation
                                  (provided by `System`, jitted; what the trainer starts from)
@@ -184,8 +186,9 @@ def track_clip(model: System, variables: Any, frames: jax.Array, mean_shape: jax
   """Runs normalised clips (B, T, S, S, 3) frame by frame in eval mode, as a tracker would: z_0
   of frame 0 is the mean shape, of frame t the last step's shape for frame t-1 moved into frame
   t's crop with the crop matrices (B, T, 2, 3) (None: all frames share one coordinate frame);
-  the temporal carry is passed along. Returns (every step's shape (K, B, T, L, 2), the z_0 used
-  (B, T, L, 2))."""
+  the temporal carry is passed along. Returns (every step's shape (K, B, T, L, 2), the shape
+  the steps started from (B, T, L, 2): z_0, or the system's `initial_points` output when it
+  has one)."""
   b, t = frames.shape[:2]
   if matrices is None:
     matrices = jnp.broadcast_to(jnp.eye(2, 3), (b, t, 2, 3))
@@ -200,7 +203,9 @@ def track_clip(model: System, variables: Any, frames: jax.Array, mean_shape: jax
     init = jnp.where(first, mean_shape, carried)
     outputs = model.apply(variables, frame[:, None], init[:, None], carry, train=False)
     points = outputs["points"][:, :, 0]                               # (K, B, L, 2)
-    return (outputs["carry"], points[-1], False), (points, init)
+    # A system that picks its own start (DRR's k-means candidate) reports it.
+    start = outputs["initial_points"][:, 0] if "initial_points" in outputs else init
+    return (outputs["carry"], points[-1], False), (points, start)
 
   state = (model.initial_carry(b), mean_shape, True)
   _, (points, inits) = jax.lax.scan(frame_step, state, jax.tree.map(
