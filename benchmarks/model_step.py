@@ -6,9 +6,12 @@
   # and the CPU presets' 1/8 width, K = 2 (detection then regression):
   python benchmarks/model_step.py --models=rednet_v2_vgg,rednet_v2_resnet,rednet_v2_cascade \
     --widths=1.0,0.125 --sizes=128 --steps=2
+  # DRR (a still-image model: T frames are T images) at Table VIII's four settings, K = 8:
+  python benchmarks/model_step.py --models=drr_vgg_s,drr_vgg19 --widths=1.0 --sizes=128,256 \
+    --steps=8 --frames=1 --repeats=3
 
 Each model is its video stage (temporal module, identity head, and v1's f_REG), T=10 frames, one
-clip per batch. v2's K steps are one detection step followed by K-1 regression steps (K=1: a
+clip per batch (DRR: its image stage, T images). v2's K steps are one detection step followed by K-1 regression steps (K=1: a
 single regression step). The train step is the project's `train_step.make_train_step` (uint8
 normalisation, the system's loss, gradient, SGD-momentum update, metrics) with the state
 donated. "params (MB)" is the float32 parameter size, the unit of the papers' model sizes
@@ -28,7 +31,8 @@ import time
 
 from absl import app, flags
 
-MODELS = ("rednet_v1", "rednet_v2_vgg", "rednet_v2_resnet", "rednet_v2_cascade")
+MODELS = ("rednet_v1", "rednet_v2_vgg", "rednet_v2_resnet", "rednet_v2_cascade", "drr_vgg19",
+          "drr_vgg_s")
 
 flags.DEFINE_list("models", ["rednet_v1"], f"systems to measure, of {list(MODELS)}")
 flags.DEFINE_list("widths", ["1.0", "0.25"], "channel width multipliers")
@@ -52,6 +56,10 @@ def model_and_loss(name: str, width: float, k: int, unroll: int, dtype: str
     # (its 512-d max-pooled ReLU features make the curvature ~2|x|^2 >> 2/lr).
     return (dict(name="rednet_v1", num_steps=k, use_shape_regression=True, **common),
             {"weights": {"shape": 0.01}})
+  if name.startswith("drr_"):   # the drr config's from-scratch fields; 'sum' LSTM (341 M)
+    return (dict(name="drr", backbone=name.removeprefix("drr_"), width=width, num_steps=k,
+                 batch_norm=True, regressor_fan_in_scaling=True, scan_unroll=unroll,
+                 dtype=dtype), {})
   steps = ("regression",) if k == 1 else ("detection",) + ("regression",) * (k - 1)
   encoder = dict(rednet_v2_vgg=dict(encoder="vgg16"), rednet_v2_resnet=dict(encoder="resnet"),
                  rednet_v2_cascade=dict(encoder="resnet", share_weights=False))[name]
