@@ -7,11 +7,13 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import jax.test_util
 import numpy as np
 import pytest
 
 from rednet_jax.models import build_model
-from rednet_jax.models.drr import (ConvDeconv, caffe_deconvolution, local_mapping_loss,
+from rednet_jax.models.drr import (ConvDeconv, caffe_deconvolution, deconvolution_4x4_stride2,
+                                   deconvolution_by_parity, local_mapping_loss,
                                    local_mapping_target, nearest_candidate,
                                    shape_indexed_pooling)
 from rednet_jax.models.pretrained import (VGG19_LAYER_NAMES, VGG19_STAGES,
@@ -77,6 +79,23 @@ def test_deconvolution_is_caffes_scatter_definition():
           expected[0, stride * i + a, stride * j + b] += kernel[a, b] @ x[0, i, j]
   expected = expected[:, pad:pad + 6, pad:pad + 8]
   np.testing.assert_allclose(caffe_deconvolution(x, kernel, stride, pad), expected, atol=1e-5)
+
+
+def test_deconvolution_gradient_by_output_parity_equals_xlas():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(2, 5, 6, 3)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(4, 4, 7, 3)), jnp.float32)
+  np.testing.assert_allclose(deconvolution_by_parity(x, kernel),
+                             caffe_deconvolution(x, kernel, 2, 1), atol=1e-5)
+  np.testing.assert_array_equal(deconvolution_4x4_stride2(x, kernel),
+                                caffe_deconvolution(x, kernel, 2, 1))
+  weights = jnp.asarray(rng.normal(size=(2, 10, 12, 7)), jnp.float32)
+  ours = jax.grad(lambda x, k: jnp.sum(weights * deconvolution_4x4_stride2(x, k)), (0, 1))
+  xla = jax.grad(lambda x, k: jnp.sum(weights * caffe_deconvolution(x, k, 2, 1)), (0, 1))
+  for got, want in zip(ours(x, kernel), xla(x, kernel)):
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
+  jax.test_util.check_grads(deconvolution_4x4_stride2, (x, kernel), order=1, modes=("rev",),
+                            atol=1e-2, rtol=1e-2)
 
 
 def test_local_mapping_target_sums_to_one_and_halves_per_chebyshev_ring():

@@ -123,12 +123,56 @@ def shape_indexed_pooling(features: jax.Array, points: jax.Array, box: int) -> j
 
 def caffe_deconvolution(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
   """Caffe's Deconvolution (the gradient of a convolution): every input pixel i adds
-  x[i] * kernel[k] to output pixel stride * i - pad + k. x (B, H, W, Cin), kernel
-  (kh, kw, Cin, Cout) -> (B, stride (H - 1) + kh - 2 pad, ...)."""
+  kernel[k] @ x[i] to output pixel stride * i - pad + k. x (B, H, W, Cin), kernel
+  (kh, kw, Cout, Cin) -> (B, stride (H - 1) + kh - 2 pad, ...)."""
   kh, kw = kernel.shape[:2]
   return jax.lax.conv_transpose(
       x, kernel, (stride, stride), ((kh - 1 - pad, kh - 1 - pad), (kw - 1 - pad, kw - 1 - pad)),
       dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
+
+
+# Per output parity along one axis of the 4x4 / stride 2 / pad 1 deconvolution: the kernel taps
+# that reach it, ordered by input offset, and the padding that aligns them. Output 2m takes tap 3
+# at input m-1 and tap 1 at m; output 2m+1 takes tap 2 at m and tap 0 at m+1.
+_PARITY_TAPS = ((3, 1), (2, 0))
+_PARITY_PADS = ((1, 0), (0, 1))
+
+
+def deconvolution_by_parity(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`caffe_deconvolution(x, kernel, 2, 1)` for a 4x4 kernel (kh, kw, Cout, Cin) as four 2x2
+  convolutions at the input resolution, one per output parity, interleaved."""
+  weights = kernel.swapaxes(2, 3)                                     # (4, 4, Cin, Cout)
+  rows = []
+  for taps_y, pad_y in zip(_PARITY_TAPS, _PARITY_PADS):
+    cols = []
+    for taps_x, pad_x in zip(_PARITY_TAPS, _PARITY_PADS):
+      taps = weights[np.asarray(taps_y)][:, np.asarray(taps_x)]     # (2, 2, Cin, Cout)
+      cols.append(jax.lax.conv_general_dilated(
+          x, taps, (1, 1), (pad_y, pad_x), dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    rows.append(jnp.stack(cols, axis=3))                              # (B, H, W, 2, C)
+  y = jnp.stack(rows, axis=2)                                         # (B, H, 2, W, 2, C)
+  b, h, _, w, _, c = y.shape
+  return y.reshape(b, 2 * h, 2 * w, c)
+
+
+@jax.custom_vjp
+def deconvolution_4x4_stride2(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`caffe_deconvolution(x, kernel, 2, 1)`: XLA's transposed convolution forward, the gradient
+  through `deconvolution_by_parity` (the same function). Why: XLA:CPU's own gradient of the
+  transposed convolution took 9.5 s (16 x 32 x 32 x 512 -> 64 x 64 x 96) and 8.0 s (16 x 64 x 64
+  x 96 -> 128 x 128 x 96) against 0.2 and 0.45 s forward, half of a VGG-S 128 training step."""
+  return caffe_deconvolution(x, kernel, 2, 1)
+
+
+def _deconvolution_forward(x, kernel):
+  return deconvolution_4x4_stride2(x, kernel), (x, kernel)
+
+
+def _deconvolution_backward(residuals, g):
+  return jax.vjp(deconvolution_by_parity, *residuals)[1](g)
+
+
+deconvolution_4x4_stride2.defvjp(_deconvolution_forward, _deconvolution_backward)
 
 
 class Deconvolution(nn.Module):
@@ -144,7 +188,7 @@ class Deconvolution(nn.Module):
     kernel = self.param("kernel", nn.initializers.he_normal(),
                         (4, 4, self.features, x.shape[-1]))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    x = caffe_deconvolution(x.astype(self.dtype), kernel.astype(self.dtype), 2, 1)
+    x = deconvolution_4x4_stride2(x.astype(self.dtype), kernel.astype(self.dtype))
     x = x + bias.astype(self.dtype)
     if self.batch_norm:
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
