@@ -11,8 +11,8 @@
     --steps=8 --frames=1 --repeats=3
 
 Each model is its video stage (temporal module, identity head, and v1's f_REG), T=10 frames, one
-clip per batch (DRR: its image stage, T images). v2's K steps are one detection step followed by K-1 regression steps (K=1: a
-single regression step). The train step is the project's `train_step.make_train_step` (uint8
+clip per batch (DRR: its image stage, T images). v2's K steps are one detection step followed by
+K-1 regression steps (K=1: a single regression step). The train step is the project's `train_step.make_train_step` (uint8
 normalisation, the system's loss, gradient, SGD-momentum update, metrics) with the state
 donated. "params (MB)" is the float32 parameter size, the unit of the papers' model sizes
 (RED-Net v2: 184 MB VGG, 257 MB ResNet-152).

@@ -13,7 +13,7 @@ import pytest
 
 from rednet_jax.models.pretrained import (CAFFE_BGR_MEAN, IMAGENET_MEAN, IMAGENET_STD,
                                    VGG16_LAYER_NAMES, PretrainedWeightsError, load_vgg16_into_encoder,
-                                   read_torch_state_dict, read_vgg16_layers)
+                                   read_torch_state_dict, read_vgg_layers)
 from test_rednet_v1 import init_variables, small_model
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -111,7 +111,7 @@ def conv2d_valid(x, kernel, bias):
 def test_keras_caffe_style_weights_are_rewritten_for_our_input_normalisation(tmp_path):
   path = str(tmp_path / "vgg16_notop.h5")
   keras = write_keras_vgg16(path, 1 / 16)
-  layers = read_vgg16_layers(path)
+  layers = read_vgg_layers(path)
   for name, layer in zip(VGG16_LAYER_NAMES[1:], layers[1:]):
     np.testing.assert_array_equal(layer["kernel"], keras[name.replace("conv", "block", 1)
                                                          .replace("_", "_conv", 1)][0])
@@ -134,11 +134,11 @@ def test_width_mismatch_names_the_file_and_layer(tmp_path):
 
 def test_bad_files_are_clear_errors(tmp_path):
   with pytest.raises(PretrainedWeightsError, match="no such file"):
-    read_vgg16_layers(str(tmp_path / "missing.pt"))
+    read_vgg_layers(str(tmp_path / "missing.pt"))
   not_zip = tmp_path / "legacy.pt"
   not_zip.write_bytes(b"\x80\x02 legacy pickle")
   with pytest.raises(PretrainedWeightsError, match="legacy.pt: not a zip-format"):
-    read_vgg16_layers(str(not_zip))
+    read_vgg_layers(str(not_zip))
   # A pickle that asks for anything but tensors is refused, never executed.
   evil = tmp_path / "evil.pt"
   with zipfile.ZipFile(evil, "w") as z:
@@ -149,8 +149,8 @@ def test_bad_files_are_clear_errors(tmp_path):
   with h5py.File(truncated, "w") as f:
     f.create_group("block1_conv1")
   with pytest.raises(PretrainedWeightsError, match="few_layers.h5: layer 'block1_conv1' lists"):
-    read_vgg16_layers(str(truncated))
+    read_vgg_layers(str(truncated))
   not_h5 = tmp_path / "text.h5"
   not_h5.write_text("hello")
   with pytest.raises(PretrainedWeightsError, match="text.h5: cannot read as HDF5"):
-    read_vgg16_layers(str(not_h5))
+    read_vgg_layers(str(not_h5))

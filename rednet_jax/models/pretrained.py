@@ -38,7 +38,6 @@ VGG19_STAGES = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)  # Keras/Caffe VGG, 0-255 BGR
 
 
-
 def vgg_layer_names(stages) -> tuple[str, ...]:
   """conv<stage>_<layer> for every convolution of a VGG (VGG-16: 13, VGG-19: 16)."""
   return tuple(f"conv{s}_{l}" for s, stage in enumerate(stages, 1)
@@ -178,7 +177,7 @@ def _caffe_first_conv_to_ours(kernel: np.ndarray, bias: np.ndarray):
   return (rgb * scale).astype(np.float32), new_bias.astype(np.float32)
 
 
-def read_vgg16_layers(path: str, source_format: str = "auto", stages=VGG16_STAGES
+def read_vgg_layers(path: str, source_format: str = "auto", stages=VGG16_STAGES
                       ) -> list[dict[str, np.ndarray]]:
   """One dict per convolution (kernel HWIO, bias, optional BN scale/bn_bias/mean/var) in our
   input convention: 13 for VGG-16, 16 with `stages=VGG19_STAGES`."""
@@ -224,7 +223,7 @@ def load_vgg19_into_drr(variables: dict[str, Any], path: str, source_format: str
 
 def _load_vgg(variables, path, source_format, network_path, stages):
   import jax  # pylint: disable=g-import-not-at-top
-  layers = read_vgg16_layers(path, source_format, stages)
+  layers = read_vgg_layers(path, source_format, stages)
   variables = jax.tree.map(np.array, variables)  # host copy we may write into
 
   def subtree(collection):
