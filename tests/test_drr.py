@@ -16,9 +16,9 @@ from rednet_jax.models.drr import (ConvDeconv, caffe_deconvolution, deconvolutio
                                    deconvolution_by_parity, local_mapping_loss,
                                    local_mapping_target, nearest_candidate,
                                    shape_indexed_pooling)
-from rednet_jax.models.pretrained import (VGG19_LAYER_NAMES, VGG19_STAGES,
-                                         PretrainedWeightsError)
+from rednet_jax.models.pretrained import VGG19_LAYER_NAMES, PretrainedWeightsError
 from rednet_jax.models.system import parameter_count
+from rednet_jax.models.vgg import VGG19_STAGES
 
 L = 68
 # VGG-19's 16 convolutions (torchvision vgg19 `features`: 20,024,384 weights and biases).

@@ -1,4 +1,5 @@
-"""VGG-16 (and the reader for VGG-19) weight import: torch.save state_dicts (read without PyTorch) and Keras HDF5 files."""
+"""VGG weight import (VGG-16 into RED-Net's encoder; the reader for VGG-19 too): torch.save
+state_dicts (read without PyTorch) and Keras HDF5 files."""
 
 import collections
 import os

@@ -58,11 +58,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from rednet_jax.models.layers import ConvBNReLU, scaled_channels
-from rednet_jax.models.pretrained import VGG19_STAGES
 from rednet_jax.models.readout import peak_positions
 from rednet_jax.models.system import (Problems, System, check_inputs, clip_mean,
                                       imagenet_normalise, scan_steps)
 from rednet_jax.models.targets import pixel_grid, render_gaussian_heatmaps
+from rednet_jax.models.vgg import VGG19_STAGES
 
 Dtype = Any
 BACKBONES = ("vgg19", "vgg_s")

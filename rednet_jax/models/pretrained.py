@@ -31,9 +31,7 @@ from typing import Any
 import numpy as np
 
 from rednet_jax.models.system import IMAGENET_MEAN, IMAGENET_STD
-from rednet_jax.models.vgg import VGG16_STAGES
-
-VGG19_STAGES = ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4)
+from rednet_jax.models.vgg import VGG16_STAGES, VGG19_STAGES
 
 CAFFE_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)  # Keras/Caffe VGG, 0-255 BGR
 

@@ -17,6 +17,9 @@ Dtype = Any
 # VGG-16 convolution stages (channels per conv); a pool follows every stage.
 VGG16_STAGES: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256),
                                              (512, 512, 512), (512, 512, 512))
+# VGG-19's (torchvision `vgg19`): DRR's conv-deconv backbone keeps only the first two pools.
+VGG19_STAGES: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256,) * 4, (512,) * 4,
+                                             (512,) * 4)
 
 
 class VGG16Encoder(nn.Module):
