@@ -271,6 +271,9 @@ def test_a_tiny_stage_fits_the_candidates_trains_exports_and_tracks(tmp_path):
   # The refinement table: z_0 as the tracker gives it (the mean shape) and each of K = 2 steps.
   assert final["nme_io_step2"] == pytest.approx(final["nme_io"])
   assert np.isfinite(final["nme_io_step0"]) and "nme_io_step3" not in final
+  # 68 points: the inter-pupil summary too (pupils lie inside the outer eye corners, so the
+  # same distances over a shorter normaliser give a larger NME).
+  assert final["frames"] == 3 and final["nme_ip"] > final["nme_io"]
   model = load_model(export_run_stage(str(tmp_path / "run"), "image", str(tmp_path / "export")))
   # Three training faces, three candidates: the candidates are the faces' shapes in the crop.
   shapes = np.stack([r.landmarks for r in read_image_folder(root, 68, "train")[0]])

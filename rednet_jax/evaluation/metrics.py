@@ -20,6 +20,10 @@ GROUPS_68 = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36),
              "eyes": range(36, 48), "mouth": range(48, 68)}
 
 
+# Landmark counts whose eyes are known: the io and ip normalisers are defined for these.
+EYE_BASED_COUNTS = (68, 7)
+
+
 def _eye_points(num_points: int):
   if num_points == 68:
     return (36,), (45,), list(range(36, 42)), list(range(42, 48))
