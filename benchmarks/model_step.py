@@ -42,7 +42,10 @@ flags.DEFINE_integer("frames", 10, "T frames per clip")
 flags.DEFINE_integer("repeats", 5, "timed calls per measurement (median reported)")
 flags.DEFINE_enum("unroll", "full", ["full", "rolled"], "nn.scan unroll over K")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "activation dtype")
-flags.DEFINE_string("one", None, "internal: model,width,size,K for a single child run")
+flags.DEFINE_bool("cpu_conv_gradients", True, "CPU: models/conv.py's convolution gradients "
+                  "(False: XLA's own); no effect on accelerators")
+flags.DEFINE_string("one", None, "internal: [model,]width,size,K for a single child run "
+                    "(model defaults to rednet_v1)")
 FLAGS = flags.FLAGS
 
 
@@ -95,7 +98,8 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
                      tx.init(variables["params"]))
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",),
                            axis_types=(jax.sharding.AxisType.Auto,))
-  train_step = make_train_step(model, tx, schedule, mean_shape, mesh, loss_fields=loss_fields)
+  train_step = make_train_step(model, tx, schedule, mean_shape, mesh, loss_fields=loss_fields,
+                               cpu_conv_gradients=FLAGS.cpu_conv_gradients)
 
   def forward(variables, frames):
     return model.apply(variables, frames, init_points)["points"][-1]
@@ -108,6 +112,15 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
   t0 = time.perf_counter()
   fwd = jax.jit(forward).lower(variables, frames).compile()
   compile_fwd = time.perf_counter() - t0
+  # FLOPs of the arithmetic: XLA's cost analysis of the lowered (not compiled) step, unrolled
+  # and with XLA's own gradients, since the analysis counts a loop's body once (a rolled scan;
+  # models/conv.py's weight gradients). Every variant computes the same products.
+  unrolled = build_model(model_and_loss(name, width, k, k, FLAGS.dtype)[0])
+  train_flops = make_train_step(unrolled, tx, schedule, mean_shape, mesh, loss_fields=loss_fields,
+                                cpu_conv_gradients=False).lower(
+                                    state, batch, rng_key).cost_analysis()["flops"]
+  forward_flops = jax.jit(lambda v, f: unrolled.apply(v, f, init_points)["points"][-1]).lower(
+      variables, frames).cost_analysis()["flops"]
   memory = step.memory_analysis()
   xla_peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
               + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
@@ -135,6 +148,9 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
   return {"model": name, "width": width, "size": size, "K": k, "T": t, "forward_s": fwd_time,
           "train_step_s": train_time, "compile_train_s": compile_train,
           "compile_forward_s": compile_fwd, "xla_peak_mb": xla_peak / 2**20,
+          "train_gflop": train_flops / 1e9, "forward_gflop": forward_flops / 1e9,
+          "train_gflops": train_flops / 1e9 / train_time,
+          "forward_gflops": forward_flops / 1e9 / fwd_time,
           "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
           "params_m": n_params / 1e6, "params_mb": n_params * 4 / 2**20,   # float32, MiB
           "loss_finite": bool(np.isfinite(loss)),
@@ -144,7 +160,8 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
 def main(argv):
   del argv
   if FLAGS.one:
-    name, width, size, k = FLAGS.one.split(",")
+    fields = FLAGS.one.split(",")
+    name, width, size, k = fields if len(fields) == 4 else ["rednet_v1"] + fields
     print("RESULT " + json.dumps(measure(name, float(width), int(size), int(k))))
     return
   unknown = sorted(set(FLAGS.models) - set(MODELS))
@@ -157,7 +174,8 @@ def main(argv):
         for k in FLAGS.steps:
           cmd = [sys.executable, os.path.abspath(__file__), f"--one={name},{width},{size},{k}",
                  f"--frames={FLAGS.frames}", f"--repeats={FLAGS.repeats}",
-                 f"--unroll={FLAGS.unroll}", f"--dtype={FLAGS.dtype}"]
+                 f"--unroll={FLAGS.unroll}", f"--dtype={FLAGS.dtype}",
+                 f"--cpu_conv_gradients={FLAGS.cpu_conv_gradients}"]
           out = subprocess.run(cmd, capture_output=True, text=True, check=False)
           lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
           if out.returncode or not lines:
@@ -165,16 +183,19 @@ def main(argv):
           rows.append(json.loads(lines[-1][len("RESULT "):]))
           print(f"done {name} {width} {size} {k}", file=sys.stderr, flush=True)
   print(f"\nVideo stage, T={FLAGS.frames}, batch 1 clip, unroll={FLAGS.unroll}, {FLAGS.dtype}, "
-        f"device {rows[0]['device']}, medians of {FLAGS.repeats}\n")
-  print("| model | width | size | K | params (M) | params (MB) | forward (s) | train step (s) "
-        "| compile train (s) | compile fwd (s) | XLA peak (MB) | RSS peak (MB) |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        f"cpu_conv_gradients={FLAGS.cpu_conv_gradients}, device {rows[0]['device']}, medians "
+        f"of {FLAGS.repeats}; GFLOP/s = XLA's FLOP count / time\n")
+  print("| model | width | size | K | params (M) | params (MB) | forward (s) | forward GFLOP/s "
+        "| train step (s) | train GFLOP/s | compile train (s) | compile fwd (s) | XLA peak (MB) "
+        "| RSS peak (MB) |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   for r in rows:
     if not r["loss_finite"]:
       sys.exit(f"non-finite loss in {r}")
     print(f"| {r['model']} | {r['width']} | {r['size']} | {r['K']} | {r['params_m']:.2f} "
-          f"| {r['params_mb']:.0f} | {r['forward_s']:.3f} "
-          f"| {r['train_step_s']:.3f} | {r['compile_train_s']:.1f} | {r['compile_forward_s']:.1f} "
+          f"| {r['params_mb']:.0f} | {r['forward_s']:.3f} | {r['forward_gflops']:.0f} "
+          f"| {r['train_step_s']:.3f} | {r['train_gflops']:.0f} | {r['compile_train_s']:.1f} "
+          f"| {r['compile_forward_s']:.1f} "
           f"| {r['xla_peak_mb']:.0f} | {r['rss_peak_mb']:.0f} |")
 
 

@@ -79,14 +79,16 @@ def test_unknown_override_names_the_per_stage_form_and_close_fields():
 
 def test_validation_names_every_bad_field_as_typed():
   c = load_config("quickstart:tiny", ["image.data.batch_size=0", "checkpoint_every_steps=0",
-                                      "video.optimizer.name=adamw", "identity.data.size=48"])
+                                      "video.optimizer.name=adamw", "identity.data.size=48",
+                                      "image.profile_steps=(5, 2)"])
   with pytest.raises(ConfigError) as error:
     validate(c)
   message = str(error.value)
   for expected in ("image.data.batch_size=0: must be a positive integer",
                    "image.checkpoint_every_steps=0", "video.checkpoint_every_steps=0",
                    "video.optimizer.name='adamw': must be 'sgd' (paper) or 'adam'",
-                   "identity.data.size=48: must be a multiple of 32"):
+                   "identity.data.size=48: must be a multiple of 32",
+                   "image.profile_steps=(5, 2): must be () or (first, last)"):
     assert expected in message
   assert "identity.data.batch_size" not in message
   validate(load_config("quickstart:tiny"))

@@ -2,6 +2,7 @@
 Caffe's deconvolution, the local-mapping target and loss, shape-indexed pooling, the k-means
 initialisation search and the scanned cascade against an explicit loop."""
 
+import glob
 import os
 
 import flax.linen as nn
@@ -248,7 +249,8 @@ def test_config_problems_name_the_field():
 
 def test_a_tiny_stage_fits_the_candidates_trains_exports_and_tracks(tmp_path):
   """The trainer fits the k-means candidates to the training shapes before the first step;
-  export, LandmarkModel and Tracker take DRR with no per-system code."""
+  export, LandmarkModel and Tracker take DRR with no per-system code; `profile_steps` writes a
+  trace."""
   import os  # pylint: disable=g-import-not-at-top
   from data_pipelines.face_crops import mean_shape_in_crop  # pylint: disable=g-import-not-at-top
   from data_pipelines.image_folders import normalise_to_box, read_image_folder  # pylint: disable=g-import-not-at-top
@@ -263,10 +265,14 @@ def test_a_tiny_stage_fits_the_candidates_trains_exports_and_tracks(tmp_path):
                 samples_per_image=2, workers=0)
   c.model.update(width=1 / 16, num_steps=2, num_candidates=3)
   c.total_steps, c.log_every_steps, c.checkpoint_every_steps = 2, 1, 2
+  c.profile_steps = (1, 1)
   c.eval.batch_size = 4
   c.outputs = ()
   configs.validate(c)
   final = train_and_evaluate(c, str(tmp_path / "run"))["image"]
+  # The profiler hook: a trace of step 1 (xprof reads *.xplane.pb).
+  assert glob.glob(str(tmp_path / "run" / "image" / "profile" / "**" / "*.xplane.pb"),
+                   recursive=True)
   assert np.isfinite(final["nme_io"]) and final["frames"] == 3
   # The refinement table: z_0 as the tracker gives it (the mean shape) and each of K = 2 steps.
   assert final["nme_io_step2"] == pytest.approx(final["nme_io"])

@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rednet_jax.models.conv import Conv, conv_general_dilated
 from rednet_jax.models.layers import ConvBNReLU, scaled_channels
 from rednet_jax.models.readout import peak_positions
 from rednet_jax.models.system import (Problems, System, check_inputs, clip_mean,
@@ -147,7 +148,7 @@ def deconvolution_by_parity(x: jax.Array, kernel: jax.Array) -> jax.Array:
     cols = []
     for taps_x, pad_x in zip(_PARITY_TAPS, _PARITY_PADS):
       taps = weights[np.asarray(taps_y)][:, np.asarray(taps_x)]     # (2, 2, Cin, Cout)
-      cols.append(jax.lax.conv_general_dilated(
+      cols.append(conv_general_dilated(
           x, taps, (1, 1), (pad_y, pad_x), dimension_numbers=("NHWC", "HWIO", "NHWC")))
     rows.append(jnp.stack(cols, axis=3))                              # (B, H, W, 2, C)
   y = jnp.stack(rows, axis=2)                                         # (B, H, 2, W, 2, C)
@@ -400,7 +401,7 @@ class DeepRecurrentRegression(System):
     flat = frames.reshape(b * t, h, w, 3)
     features = ConvDeconv(self.backbone, self.width, self.deconv_features, self.batch_norm,
                           self.dtype, name="conv_deconv")(flat, train)
-    logits = nn.Conv(self.num_landmarks, (1, 1), dtype=self.dtype, name="conv8")(features)
+    logits = Conv(self.num_landmarks, (1, 1), dtype=self.dtype, name="conv8")(features)
     logits = logits.astype(jnp.float32)
     rough = peak_positions(jax.lax.stop_gradient(logits))              # (B*T, L, 2)
     given = init_points.reshape(b * t, self.num_landmarks, 2).astype(jnp.float32)

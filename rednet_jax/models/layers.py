@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rednet_jax.models.conv import Conv
+
 Dtype = Any
 
 def scaled_channels(channels: int, width: float) -> int:
@@ -76,8 +78,8 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = nn.Conv(self.features, self.kernel_size, padding="SAME", dtype=self.dtype,
-                kernel_init=nn.initializers.he_normal(), name="conv")(x)
+    x = Conv(self.features, self.kernel_size, padding="SAME", dtype=self.dtype,
+             kernel_init=nn.initializers.he_normal(), name="conv")(x)
     if self.batch_norm:
       x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                        dtype=self.dtype, name="bn")(x)

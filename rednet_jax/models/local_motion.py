@@ -54,6 +54,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rednet_jax.models.conv import Conv, conv_general_dilated
 from rednet_jax.models.layers import scaled_channels
 from rednet_jax.models.readout import peak_positions, windowed_centroid
 from rednet_jax.models.system import Problems, System, check_inputs
@@ -105,7 +106,7 @@ class Conv3x3x3(nn.Module):
     out = 0.0
     for tap in range(3):
       frames = padded[:, tap:tap + t].reshape(n * t, *x.shape[2:])
-      out = out + jax.lax.conv_general_dilated(
+      out = out + conv_general_dilated(
           frames, kernel[tap].astype(self.dtype), (self.strides,) * 2, "SAME",
           dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return out.reshape(n, t, *out.shape[1:]) + bias.astype(self.dtype)
@@ -124,8 +125,8 @@ def _depth_to_space_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
     for q in (0, 1):
       parts.append(taps(rows.swapaxes(0, 1), q).swapaxes(0, 1))         # (2, 2, Cin, Cout)
   merged = jnp.concatenate(parts, axis=-1)                              # (2, 2, Cin, 4 Cout)
-  y = jax.lax.conv_general_dilated(x, merged, (1, 1), ((1, 0), (1, 0)),
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = conv_general_dilated(x, merged, (1, 1), ((1, 0), (1, 0)),
+                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
   b, h, w, _ = y.shape
   features = kernel.shape[-1]
   y = y.reshape(b, h, w, 2, 2, features).transpose(0, 1, 3, 2, 4, 5)
@@ -187,8 +188,8 @@ class ConvBNELU(nn.Module):
     elif self.three_d:
       x = Conv3x3x3(self.features, self.strides, self.dtype, name="conv")(x)
     else:
-      x = nn.Conv(self.features, (3, 3), strides=(self.strides,) * 2, padding="SAME",
-                  kernel_init=xavier, dtype=self.dtype, name="conv")(x)
+      x = Conv(self.features, (3, 3), strides=(self.strides,) * 2, padding="SAME",
+               kernel_init=xavier, dtype=self.dtype, name="conv")(x)
     x = nn.elu(_batch_norm(train, self.dtype, "bn")(x))
     if self.pool:
       window = (1, 2, 2) if self.three_d else (2, 2)
@@ -212,10 +213,10 @@ class GatedCell(nn.Module):
       from_state = nn.Dense(4 * self.features, use_bias=False, kernel_init=xavier,
                             dtype=self.dtype, name="recurrent")
     else:
-      from_input = nn.Conv(4 * self.features, self.conv_kernel, padding="SAME",
-                           kernel_init=xavier, dtype=self.dtype, name="input")
-      from_state = nn.Conv(4 * self.features, self.conv_kernel, padding="SAME", use_bias=False,
-                           kernel_init=xavier, dtype=self.dtype, name="recurrent")
+      from_input = Conv(4 * self.features, self.conv_kernel, padding="SAME",
+                        kernel_init=xavier, dtype=self.dtype, name="input")
+      from_state = Conv(4 * self.features, self.conv_kernel, padding="SAME", use_bias=False,
+                        kernel_init=xavier, dtype=self.dtype, name="recurrent")
     gates = (from_input(x) + from_state(h * mask)).astype(jnp.float32)
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     c = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)   # + 1: forget bias 1
@@ -313,10 +314,10 @@ class HeatmapNetwork(WindowNetwork):
     for i in range(self.layers):
       x = ConvBNELU(self.features, False, strides=2, transpose=True, dtype=self.dtype,
                     name=f"decoder{i + 1}")(x, train)
-    x = nn.Conv(self.head_features, (1, 1), kernel_init=xavier, dtype=self.dtype, name="head")(x)
+    x = Conv(self.head_features, (1, 1), kernel_init=xavier, dtype=self.dtype, name="head")(x)
     x = nn.elu(_batch_norm(train, self.dtype, "head_bn")(x))
-    return nn.Conv(self.num_landmarks, (1, 1), kernel_init=self.output_init(),
-                   name="heatmaps")(x.astype(jnp.float32))
+    return Conv(self.num_landmarks, (1, 1), kernel_init=self.output_init(),
+                name="heatmaps")(x.astype(jnp.float32))
 
 
 class LocalMotion(System):

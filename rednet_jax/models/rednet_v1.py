@@ -101,6 +101,9 @@ class RedNetV1(System):
   feedback_squares: tuple[int, ...] = (7, 5, 3)
   # nn.scan unroll; = num_steps for CPU training (docs/engineering_notes.md)
   scan_unroll: int = 1
+  # nn.remat per spatial step: its activations are recomputed in the backward pass instead of
+  # stored (accelerator memory for larger batches); the same function.
+  remat_steps: bool = False
   bn_stats_per_step: bool = True          # own BN running statistics per spatial step
   use_temporal: bool = False              # f_tRNN
   temporal_residual: bool = False         # f_tRNN output added to C_pe (paper: replaces it)
@@ -199,11 +202,12 @@ class RedNetV1(System):
     step_fields = self._step_fields(train)
     head_features = self._zero_head_features(b * t, h, w)
     init_carry = (init_points.astype(jnp.float32), head_features)
+    spatial_step = nn.remat(SpatialStep) if self.remat_steps else SpatialStep
     if k == 1:
       # No scan for one step: XLA:CPU ran the convolution gradients of a length-1 scan ~8x
       # slower than the same ops outside it, unrolled or not (train step 23 s vs 3 s at width
       # 0.25, 128 px, T=10). Per-step BN statistics keep their leading axis of 1.
-      step_cls = SpatialStep
+      step_cls = spatial_step
       if self.bn_stats_per_step:
         step_cls = nn.map_variables(
             SpatialStep, "batch_stats", init=self.is_initializing(),
@@ -214,7 +218,7 @@ class RedNetV1(System):
           init_carry, jax.tree.map(lambda a: a[0], (squares, lstm_carries)), frames)
       logits, points, lstm_out = jax.tree.map(lambda a: a[None], ys)
     elif self.bn_stats_per_step:
-      scan = nn.scan(SpatialStep, variable_broadcast="params", variable_axes={"batch_stats": 0},
+      scan = nn.scan(spatial_step, variable_broadcast="params", variable_axes={"batch_stats": 0},
                      split_rngs={"params": False}, in_axes=(0, nn.broadcast), length=k,
                      unroll=self.scan_unroll)
       (_, head_features), (logits, points, lstm_out) = scan(**step_fields, name="spatial")(
@@ -222,7 +226,7 @@ class RedNetV1(System):
     elif self.is_initializing():
       # Shared BN statistics are a scan *carry*; flax cannot create a carried variable inside the
       # loop, so init runs the same module K times in Python: the variable tree is identical.
-      step = SpatialStep(**step_fields, name="spatial")
+      step = spatial_step(**step_fields, name="spatial")
       state, ys = init_carry, []
       for i in range(k):
         state, y = step(state, jax.tree.map(lambda a: a[i], (squares, lstm_carries)), frames)
@@ -232,7 +236,7 @@ class RedNetV1(System):
     else:
       # Carried when being updated (training); otherwise read-only, like the params.
       updating = self.is_mutable_collection("batch_stats")
-      scan = nn.scan(SpatialStep,
+      scan = nn.scan(spatial_step,
                      variable_broadcast="params" if updating else ("params", "batch_stats"),
                      variable_carry="batch_stats" if updating else (),
                      split_rngs={"params": False}, in_axes=(0, nn.broadcast), length=k,

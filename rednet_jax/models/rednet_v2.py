@@ -46,6 +46,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rednet_jax.models.conv import Conv
+
 from data_pipelines.landmarks import IBUG68_TO_7
 from rednet_jax.models.heads import IdentityHead, LSTMCarry, TemporalLSTM, zero_lstm_carry
 from rednet_jax.models.layers import scaled_channels
@@ -91,8 +93,8 @@ class EncoderDecoder(nn.Module):
       stem_width = scaled_channels(64, self.width)
       addend = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                             dtype=self.dtype, name="feedback_bn")(
-          nn.Conv(stem_width, (1, 1), use_bias=False, dtype=self.dtype,
-                  name="feedback_proj")(feedback_map.astype(self.dtype)))
+          Conv(stem_width, (1, 1), use_bias=False, dtype=self.dtype,
+               name="feedback_proj")(feedback_map.astype(self.dtype)))
       x = image
     x = x.astype(self.dtype)
     if self.encoder == "vgg16":
@@ -143,8 +145,8 @@ class V2Step(nn.Module):
     features, identity_code, lstm_carry = EncoderDecoder(**self.network, name="network")(
         frames.reshape(b * t, h, w, -1), feedback_map, lstm_carry, (b, t), self.train)
     features = features.astype(jnp.float32)
-    detection = nn.Conv(len(MAJOR_LANDMARKS), (1, 1), name="detection_head")(features)
-    regression = nn.Conv(self.num_landmarks, (1, 1), name="regression_head")(features)
+    detection = Conv(len(MAJOR_LANDMARKS), (1, 1), name="detection_head")(features)
+    regression = Conv(self.num_landmarks, (1, 1), name="regression_head")(features)
     detection = detection.reshape(b, t, h // 2, w // 2, -1)
     regression = regression.reshape(b, t, h // 2, w // 2, -1)
 
@@ -195,6 +197,7 @@ class RedNetV2(System):
   steps: tuple[str, ...] = ("detection", "regression")   # K = len(steps); Table 6 variants
   share_weights: bool = True              # False: Table 7's cascade
   scan_unroll: int = 1
+  remat_steps: bool = False               # nn.remat per spatial step (rednet_v1's field)
   feedback: str = "image"                 # 'image' (paper) | 'stem_add' (released code)
   feedback_gradient: bool = True          # paper: end to end; released code: detached
   disk_radius: float = 5.0                # z_0's disks, map px (the loss's targets: loss.*)
@@ -336,8 +339,8 @@ class RedNetV2(System):
                        readout_window=self.readout_window, search_window=self.search_window,
                        gaussian_peak=self.gaussian_peak,
                        feedback_gradient=self.feedback_gradient, train=train)
-    run = scan_steps(self, V2Step, step_fields, k, self.scan_unroll, "spatial",
-                     self.share_weights)
+    run = scan_steps(self, nn.remat(V2Step) if self.remat_steps else V2Step, step_fields, k,
+                     self.scan_unroll, "spatial", self.share_weights)
     (_, _, identity_code), (detection, regression, points, lstm_out) = run(
         init_carry, (self._is_regression(), lstm_carries), frames)
     outputs = {"points": points, "detection_logits": detection, "regression_maps": regression,

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rednet_jax.models.conv import Conv
 from rednet_jax.models.layers import scaled_channels
 
 Dtype = Any
@@ -31,10 +32,10 @@ RESNET_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 BLOCK_WIDTHS = (64, 128, 256, 512)         # inner width of C1..C4; outputs are 4x
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str) -> nn.Conv:
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=[(kernel // 2, kernel // 2)] * 2 if kernel > 1 else "VALID",
-                 use_bias=False, dtype=dtype, kernel_init=nn.initializers.he_normal(), name=name)
+def _conv(features: int, kernel: int, stride: int, dtype: Dtype, name: str) -> nn.Module:
+  return Conv(features, (kernel, kernel), strides=(stride, stride),
+              padding=[(kernel // 2, kernel // 2)] * 2 if kernel > 1 else "VALID",
+              use_bias=False, dtype=dtype, kernel_init=nn.initializers.he_normal(), name=name)
 
 
 def _bn(train: bool, momentum: float, dtype: Dtype, name: str):

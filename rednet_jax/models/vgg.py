@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rednet_jax.models.conv import Conv
 from rednet_jax.models.layers import (ConvBNReLU, max_pool_with_argmax, scaled_channels,
                                       unpool_with_argmax)
 
@@ -76,8 +77,8 @@ class VGG16Decoder(nn.Module):
       for layer, channels in zip(range(n, 0, -1), outputs):
         name = f"deconv{stage}_{layer}"
         if channels is None:
-          x = nn.Conv(self.out_channels, (3, 3), padding="SAME", dtype=self.dtype,
-                      name=name)(x)
+          x = Conv(self.out_channels, (3, 3), padding="SAME", dtype=self.dtype,
+                   name=name)(x)
         else:
           x = ConvBNReLU(scaled_channels(channels, self.width), bn_momentum=self.bn_momentum,
                          dtype=self.dtype, name=name)(x, train)

@@ -31,6 +31,9 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = name                      # folder under the workdir
   c.seed = 0
+  # CPU only: convolution gradients from canonical convolutions and GEMMs (models/conv.py), the
+  # same values 1.2x+ faster on XLA:CPU; False: XLA's own. GPUs and TPUs always use XLA's.
+  c.cpu_conv_gradients = True
   c.num_epochs = 1
   c.total_steps = 0                  # > 0: stop after this many steps instead of num_epochs
   c.init_from = ""                   # previous stage: a stage name in this workdir, or a path
@@ -85,6 +88,7 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.model.feedback_squares = (7, 5, 3)
   # Fully unrolled: a rolled scan trains 6-30x slower on XLA:CPU (docs/engineering_notes.md).
   c.model.scan_unroll = c.model.get_ref("num_steps")
+  c.model.remat_steps = False        # True: recompute each step's activations in the backward
   c.model.bn_stats_per_step = True   # the authors' released code keeps them per step
   c.model.use_temporal = False
   c.model.temporal_residual = False  # paper: f_tRNN's output replaces C_pe; True adds it
@@ -127,6 +131,9 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.eval_every_steps = 0             # 0: only at the end of the stage
 
   c.log_every_steps = 50
+  # (first, last): a profiler trace of those training steps in <stage>/profile (xprof); ()
+  # none. Skip step 0 of a run: it compiles.
+  c.profile_steps = ()
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
   c.outputs = ("ced_plot", "refinement_figure")
@@ -144,11 +151,14 @@ class ConfigError(ValueError):
 # without the field matches a config holding this value.
 ADDED_FIELD_DEFAULTS = {"optimizer.schedule": "step", "optimizer.plateau_patience_epochs": 10,
                         "data.validation_fraction": 0.0, "data.clip_flip": False,
-                        "eval.data.validation_fraction": 0.0, "eval.data.clip_flip": False}
+                        "eval.data.validation_fraction": 0.0, "eval.data.clip_flip": False,
+                        "cpu_conv_gradients": False, "profile_steps": (),
+                        "model.remat_steps": False}
 
 RESULT_NEUTRAL_FIELDS = (
     "name", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_every_steps",
-    "outputs", "data.workers", "eval.data.workers", "mesh.num_devices", "mesh.state_sharding")
+    "outputs", "data.workers", "eval.data.workers", "mesh.num_devices", "mesh.state_sharding",
+    "cpu_conv_gradients", "profile_steps")
 
 
 def load_config_file(path: str, preset: str) -> ml_collections.ConfigDict:
@@ -365,6 +375,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
       need(c.loss.weights[key] >= 0, f"loss.weights.{key}", "must be >= 0")
     need(c.z0_in_training in ("prediction", "ground_truth"), "z0_in_training",
          "must be 'prediction' (paper) or 'ground_truth' (teacher forcing)")
+    profile = tuple(c.get("profile_steps", ()))
+    need(not profile or (len(profile) == 2 and all(isinstance(v, int) for v in profile)
+                         and 0 <= profile[0] <= profile[1]), "profile_steps",
+         "must be () or (first, last) with 0 <= first <= last")
+    need(isinstance(c.get("cpu_conv_gradients", True), bool), "cpu_conv_gradients",
+         "must be True or False")
     need(c.mesh.state_sharding in ("replicated", "fsdp"), "mesh.state_sharding",
          "must be 'replicated' or 'fsdp'")
     need(c.mesh.num_devices == -1 or c.mesh.num_devices >= 1, "mesh.num_devices",
@@ -414,6 +430,7 @@ def rednet_v2_stage(c: ml_collections.ConfigDict, encoder: str, cpu: bool
   c.model = ml_collections.ConfigDict(dict(
       name="rednet_v2", num_landmarks=68, encoder=encoder, encoder_depth=152, width=1.0,
       head_features=0, steps=("detection", "regression"), share_weights=True, scan_unroll=2,
+      remat_steps=False,
       feedback="image", feedback_gradient=True, disk_radius=5.0, gaussian_peak=1.0,
       temporal_residual=False, lstm_hidden=256, identity_embedding=256, dropout_rate=0.6,
       bn_momentum=0.9, input_normalisation="imagenet", readout="peak_centroid",

@@ -21,6 +21,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from rednet_jax.evaluation import metrics
+from rednet_jax.models import conv
 from rednet_jax.models.system import System, track_clip
 
 
@@ -110,7 +111,7 @@ def make_train_step(model: System, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mean_shape: np.ndarray, mesh: Mesh, *,
                     loss_fields: dict[str, Any] | None = None, data_axis: str = "data",
                     state_sharding: Any = None,
-                    init_from: str = "ground_truth"):
+                    init_from: str = "ground_truth", cpu_conv_gradients: bool = True):
   """Returns jitted `train_step(state, batch, rng) -> (state, metrics)` for any `System`:
   the loss is `model.loss(..., **loss_fields)` (the stage config's `loss` fields).
 
@@ -121,7 +122,8 @@ def make_train_step(model: System, tx: optax.GradientTransformation,
   valid bool (B,), with B sharded over `data_axis`; the state is donated, and replicated unless
   `state_sharding` (a tree of shardings matching the state, see `shard_state`) says otherwise.
   Clips with valid False add nothing to the losses, but their frames still enter the BN batch
-  statistics (the loaders fill them with zeros).
+  statistics (the loaders fill them with zeros). `cpu_conv_gradients=False` traces the step
+  with XLA's own convolution gradients on CPU too (`models.conv`).
   """
   if init_from not in ("ground_truth", "prediction"):
     raise ValueError(f"init_from must be 'ground_truth' or 'prediction', got {init_from!r}")
@@ -162,7 +164,12 @@ def make_train_step(model: System, tx: optax.GradientTransformation,
   replicated = NamedSharding(mesh, P())
   by_batch = NamedSharding(mesh, P(data_axis))
   state_sharding = replicated if state_sharding is None else state_sharding
-  return jax.jit(train_step, in_shardings=(state_sharding, by_batch, replicated),
+  step = train_step
+  if not cpu_conv_gradients:
+    def step(*args):   # the switch is read while the step is traced
+      with conv.xla_conv_gradients():
+        return train_step(*args)
+  return jax.jit(step, in_shardings=(state_sharding, by_batch, replicated),
                  out_shardings=(state_sharding, replicated), donate_argnums=0)
 
 

@@ -83,6 +83,29 @@ def make_mesh(mesh_config) -> Mesh:
                        devices=devices[:n])
 
 
+class _StepProfiler:
+  """`config.profile_steps = (first, last)`: a profiler trace of training steps first..last
+  (0-based, the step counter before each step) in `<stage>/profile`, viewable with xprof /
+  TensorBoard's profile plugin. () : none. The trace waits for the last step's results."""
+
+  def __init__(self, steps, directory: str):
+    self.first, self.last = tuple(steps) if steps else (-1, -1)
+    self.directory, self.active = directory, False
+
+  def before(self, step: int) -> None:
+    if step == self.first and not self.active:
+      jax.profiler.start_trace(self.directory)
+      self.active = True
+      logging.info("profiling steps %d-%d into %s", self.first, self.last, self.directory)
+
+  def after(self, step: int | None, metrics) -> None:
+    """`step`: the counter after the step just run; None: training ended."""
+    if self.active and (step is None or step > self.last):
+      jax.block_until_ready(metrics)
+      jax.profiler.stop_trace()
+      self.active = False
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        restart: tuple[str, ...] = (), only: tuple[str, ...] = ()
                        ) -> dict[str, dict]:
@@ -315,7 +338,8 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
 
   train_step = make_train_step(model, tx, schedule, data.mean_shape, mesh,
                                loss_fields=config.loss.to_dict(), data_axis=DATA_AXIS,
-                               state_sharding=state_sharding, init_from=config.z0_in_training)
+                               state_sharding=state_sharding, init_from=config.z0_in_training,
+                               cpu_conv_gradients=config.cpu_conv_gradients)
   eval_step = held_out.make_eval_step(model, data.mean_shape, mesh, DATA_AXIS)
   by_batch = NamedSharding(mesh, P(DATA_AXIS))
 
@@ -349,11 +373,15 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
   pending, window_start, window_steps = [], time.perf_counter(), 0
   stage_start = time.perf_counter()
   last_saved = manager.latest_step()
+  profiler = _StepProfiler(config.profile_steps, os.path.join(stage_dir, "profile"))
   while step < total_steps:
     batch = next(iterator)
-    state, metrics = train_step(state, to_global(batch), jax.random.fold_in(base_rng, step))
+    profiler.before(step)
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      state, metrics = train_step(state, to_global(batch), jax.random.fold_in(base_rng, step))
     pending.append(metrics)
     step += 1
+    profiler.after(step, metrics)
     if not window_steps and len(pending) == 1 and step == int(first_step) + 1:
       # Rates exclude the first step of a run, which compiles.
       pending = [jax.device_get(metrics)]
@@ -398,6 +426,7 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
     if config.eval_every_steps and step % config.eval_every_steps == 0 and step < total_steps:
       run_eval(step)
 
+  profiler.after(None, metrics)
   train_seconds = log.seconds_before + time.perf_counter() - stage_start
   final, details = run_eval(total_steps)
   final["train_seconds"] = train_seconds

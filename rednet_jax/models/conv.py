@@ -1,0 +1,209 @@
+"""2-D convolution whose gradient XLA:CPU runs with its fast kernels.
+
+XLA:CPU sends a convolution to its Eigen kernel only in canonical form (NHWC input, HWIO kernel,
+no window reversal, no dilation). The gradients JAX derives are not canonical: the input
+gradient reverses the kernel (and dilates the cotangent for strides > 1), the weight gradient
+swaps the batch and feature dimensions of both operands. An XLA pass repairs them with
+transposes, but only outside loops, so a convolution inside `lax.scan` / `nn.scan` trains with
+XLA's naive loop kernel (jax issue #12868), and even repaired, the weight gradient is a
+convolution with a huge kernel and a tiny output.
+
+`conv_general_dilated` here keeps XLA's forward pass and, on CPU, computes the backward pass
+from canonical pieces only:
+- input gradient: the cotangent, zero-interleaved for strides > 1 (pads and reshapes), convolved
+  with the kernel explicitly flipped and with its feature axes swapped (a forward, canonical
+  convolution);
+- weight gradient: matrix products of the shifted slices of the padded input with the
+  cotangent, (kh kw Ci, rows) x (rows, Co), over chunks of rows small enough to stay in cache.
+The same function with the same values (`check_grads` in the tests); on GPU and TPU the
+backward pass is XLA's own (`lax.platform_dependent`), where cuDNN and the TPU are fast already.
+
+Use: `Conv(...)` is `nn.Conv` with this function (same parameters and names). Tracing a training
+step inside `xla_conv_gradients()` gives XLA's gradient on every platform (the `train.
+cpu_conv_gradients=False` setting, for comparisons).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+_CANONICAL = ("NHWC", "HWIO", "NHWC")
+_use_canonical_on_cpu = True
+
+
+@contextlib.contextmanager
+def xla_conv_gradients():
+  """Within this context, gradients traced are XLA's own on every platform. The switch is read
+  when a gradient is traced, and `jax.jit` caches traces per function: trace a new function
+  (as `make_train_step` does) rather than re-calling one traced outside the context."""
+  global _use_canonical_on_cpu
+  previous, _use_canonical_on_cpu = _use_canonical_on_cpu, False
+  try:
+    yield
+  finally:
+    _use_canonical_on_cpu = previous
+
+
+def _pads(padding, in_spatial, kernel_spatial, strides) -> tuple[tuple[int, int], ...]:
+  if isinstance(padding, str):
+    return tuple(lax.padtype_to_pads(in_spatial, kernel_spatial, strides, padding))
+  return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def _xla_conv(x, w, strides, pads, precision):
+  return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_CANONICAL,
+                                  precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, w, strides, pads, precision):
+  return _xla_conv(x, w, strides, pads, precision)
+
+
+def _conv_fwd(x, w, strides, pads, precision):
+  return _xla_conv(x, w, strides, pads, precision), (x, w)
+
+
+def _zero_interleave(dy: jax.Array, strides: tuple[int, int]) -> jax.Array:
+  """(N, Ho, Wo, C) -> (N, (Ho-1) sh + 1, (Wo-1) sw + 1, C) with sh - 1 (sw - 1) zero rows
+  (columns) between neighbours: the lhs dilation of XLA's input gradient, by pad + reshape."""
+  sh, sw = strides
+  if (sh, sw) == (1, 1):
+    return dy
+  n, ho, wo, c = dy.shape
+  dy = jnp.pad(dy[:, :, None, :, None, :], ((0, 0), (0, 0), (0, sh - 1), (0, 0), (0, sw - 1),
+                                             (0, 0)))
+  return dy.reshape(n, ho * sh, wo * sw, c)[:, :(ho - 1) * sh + 1, :(wo - 1) * sw + 1]
+
+
+# Rows of the weight gradient's patch matrix built per loop iteration: about 2 MB of patches,
+# so they stay in cache (the whole im2col matrix of a 128 px layer is ~400 MB, and writing it
+# costs XLA:CPU more than the GEMM; measured in benchmarks/conv_gradients.py).
+_PATCH_BYTES = 2 ** 21
+# The loop (per-image accumulators) pays where a map has at least this many flat rows per output
+# channel (RED-Net v1 at 128 px: the 128 and 64 px layers); deeper layers take one GEMM.
+_LOOP_ROWS_PER_OUTPUT = 8
+
+
+def _weight_gradient(x, dy, kernel_shape, strides, pads, precision):
+  """dw[i, j] = sum over n, h, w of xp[n, h s + i, w s + j] dy[n, h, w] as GEMMs over chunks.
+
+  The cotangent is zero-interleaved to stride 1 and laid on the padded input's width Wp; then,
+  per image, output (h, w) sits at flat row h Wp + w and its input (h + i, w + j) at that row
+  plus i Wp + j, so each kernel tap is a contiguous row slice.
+
+  Large maps (many rows per weight): a loop over chunks of rows builds the (N, R, kh kw Ci)
+  patches of one chunk and accumulates their product with dy per image, summing the images
+  after the loop: the loop holds no sum over the batch, which may be sharded, because a
+  cross-device reduction inside a loop deadlocked XLA:CPU's multi-device runtime. Small maps
+  (deep layers, where per-image accumulators would outweigh the patches): one GEMM over every
+  row and image."""
+  kh, kw, ci, co = kernel_shape
+  n = x.shape[0]
+  (plh, phh), (plw, phw) = pads
+  dy = _zero_interleave(dy, strides)
+  ho, wo = dy.shape[1:3]
+  padded = jnp.pad(x, ((0, 0), (plh, phh), (plw, phw), (0, 0)))
+  wp = padded.shape[2]
+  rows = ho * wp                                     # flat rows holding the cotangent, per image
+  looped = rows >= _LOOP_ROWS_PER_OUTPUT * co
+  chunk = int(min(rows, max(8, _PATCH_BYTES // (4 * kh * kw * ci * n)))) if looped else rows
+  chunks = -(-rows // chunk)
+  dy = jnp.pad(dy, ((0, 0), (0, 0), (0, wp - wo), (0, 0))).reshape(n, rows, co)
+  dy = jnp.pad(dy, ((0, 0), (0, chunks * chunk - rows), (0, 0)))
+  taps = [i * wp + j for i in range(kh) for j in range(kw)]
+  flat = padded.reshape(n, -1, ci)
+  flat = jnp.pad(flat, ((0, 0), (0, max(0, chunks * chunk + taps[-1] - flat.shape[1])), (0, 0)))
+  accumulator = jnp.promote_types(x.dtype, jnp.float32)   # bfloat16 inputs sum in float32
+
+  def product(start, per_image: bool):
+    patches = jnp.concatenate(
+        [lax.dynamic_slice_in_dim(flat, start + t, chunk, axis=1) for t in taps], axis=2)
+    cotangent = lax.dynamic_slice_in_dim(dy, start, chunk, axis=1)
+    numbers = (((1,), (1,)), ((0,), (0,))) if per_image else (((0, 1), (0, 1)), ((), ()))
+    return lax.dot_general(patches, cotangent, numbers, precision=precision,
+                           preferred_element_type=accumulator)
+
+  if not looped:
+    return product(0, per_image=False).reshape(kernel_shape)
+  dw = lax.fori_loop(0, chunks, lambda c, dw: dw + product(c * chunk, per_image=True),
+                     jnp.zeros((n, kh * kw * ci, co), accumulator))
+  return dw.sum(0).reshape(kernel_shape)
+
+
+def canonical_conv_gradients(x, w, dy, strides, pads, precision=None):
+  """(dx, dw) of `_xla_conv(x, w, strides, pads)` at cotangent `dy`, from a canonical forward
+  convolution (dx) and GEMMs (dw)."""
+  (kh, kw), (sh, sw) = w.shape[:2], strides
+  (plh, phh), (plw, phw) = pads
+  h, wd = x.shape[1:3]
+  ho, wo = dy.shape[1:3]
+  # Input rows the forward pass never reached (the last partial stride) get zero gradient.
+  rest_h = h + plh + phh - kh - (ho - 1) * sh
+  rest_w = wd + plw + phw - kw - (wo - 1) * sw
+  flipped = jnp.swapaxes(w[::-1, ::-1], 2, 3)                        # (kh, kw, Co, Ci)
+  dx = lax.conv_general_dilated(
+      _zero_interleave(dy, strides), flipped, (1, 1),
+      ((kh - 1 - plh, kh - 1 - phh + rest_h), (kw - 1 - plw, kw - 1 - phw + rest_w)),
+      dimension_numbers=_CANONICAL, precision=precision)
+  dw = _weight_gradient(x, dy, w.shape, strides, pads, precision)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+def _conv_bwd(strides, pads, precision, residuals, dy):
+  x, w = residuals
+
+  def xla(x, w, dy):
+    return jax.vjp(lambda a, b: _xla_conv(a, b, strides, pads, precision), x, w)[1](dy)
+
+  if not _use_canonical_on_cpu:
+    return xla(x, w, dy)
+  canonical = functools.partial(canonical_conv_gradients, strides=strides, pads=pads,
+                                precision=precision)
+  return lax.platform_dependent(x, w, dy, cpu=canonical, default=xla)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
+                         precision=None, **unsupported):
+  """`lax.conv_general_dilated` for what the models use (2-D, NHWC / HWIO, no dilation, one
+  feature group), with the CPU-friendly gradient; anything else is refused, by name."""
+  problems = []
+  if lhs.ndim != 4 or rhs.ndim != 4:
+    problems.append(f"2-D convolutions only (input {lhs.shape}, kernel {rhs.shape})")
+  elif dimension_numbers is not None and not _is_canonical_numbers(dimension_numbers):
+    problems.append(f"dimension_numbers {dimension_numbers} (NHWC, HWIO, NHWC only)")
+  for name, dilation in (("lhs_dilation", lhs_dilation), ("rhs_dilation", rhs_dilation)):
+    if dilation is not None and any(d != 1 for d in dilation):
+      problems.append(f"{name} {tuple(dilation)}")
+  pads = _pads(padding, lhs.shape[1:3], rhs.shape[:2], tuple(window_strides))
+  if any(p < 0 for pair in pads for p in pair):
+    problems.append(f"negative padding {pads}")
+  if feature_group_count != 1:
+    problems.append(f"feature_group_count {feature_group_count}")
+  if unsupported:
+    problems.append(f"arguments {sorted(unsupported)}")
+  if problems:
+    raise ValueError("conv.conv_general_dilated does not support " + "; ".join(problems))
+  return _conv(lhs, rhs, tuple(int(s) for s in window_strides), pads, precision)
+
+
+def _is_canonical_numbers(dimension_numbers) -> bool:
+  shape = (1, 1, 1, 1)
+  return (lax.conv_dimension_numbers(shape, shape, dimension_numbers)
+          == lax.conv_dimension_numbers(shape, shape, _CANONICAL))
+
+
+# nn.Conv with the CPU-friendly gradient: same fields, same parameters (kernel, bias).
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
