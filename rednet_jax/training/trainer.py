@@ -99,9 +99,11 @@ class _StepProfiler:
       logging.info("profiling steps %d-%d into %s", self.first, self.last, self.directory)
 
   def after(self, step: int | None, metrics) -> None:
-    """`step`: the counter after the step just run; None: training ended."""
+    """`step`: the counter after the step just run, whose `metrics` the trace waits for;
+    None: training ended (the last step's results were already pulled)."""
     if self.active and (step is None or step > self.last):
-      jax.block_until_ready(metrics)
+      if metrics is not None:
+        jax.block_until_ready(metrics)
       jax.profiler.stop_trace()
       self.active = False
 
@@ -426,7 +428,7 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
     if config.eval_every_steps and step % config.eval_every_steps == 0 and step < total_steps:
       run_eval(step)
 
-  profiler.after(None, metrics)
+  profiler.after(None, None)   # a trace still open when training ends (last > total_steps)
   train_seconds = log.seconds_before + time.perf_counter() - stage_start
   final, details = run_eval(total_steps)
   final["train_seconds"] = train_seconds
