@@ -32,7 +32,8 @@ def base_stage(name: str) -> ml_collections.ConfigDict:
   c.name = name                      # folder under the workdir
   c.seed = 0
   # CPU only: convolution gradients from canonical convolutions and GEMMs (models/conv.py), the
-  # same values 1.2x+ faster on XLA:CPU; False: XLA's own. GPUs and TPUs always use XLA's.
+  # same values, faster on large maps (RED-Net v1 at 128 px: 17.9 -> 14.9 s per step); False:
+  # XLA's own. GPUs and TPUs always use XLA's.
   c.cpu_conv_gradients = True
   c.num_epochs = 1
   c.total_steps = 0                  # > 0: stop after this many steps instead of num_epochs
