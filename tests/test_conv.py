@@ -19,6 +19,7 @@ CASES = [  # input, kernel, strides, padding
     ((1, 8, 8, 2), (1, 1, 2, 3), (1, 1), "VALID"),
     ((2, 13, 12, 3), (4, 4, 3, 2), (3, 2), "VALID"),          # rows the last stride skips
     ((3, 6, 5, 4), (2, 2, 4, 6), (1, 1), ((1, 0), (0, 1))),   # DRR's parity convolutions
+    ((2, 4, 4, 8), (3, 3, 8, 16), (1, 1), "SAME"),            # a small map: XLA's weight gradient
 ]
 
 

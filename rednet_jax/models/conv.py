@@ -20,8 +20,8 @@ The same function with the same values (`check_grads` in the tests); on GPU and 
 backward pass is XLA's own (`lax.platform_dependent`), where cuDNN and the TPU are fast already.
 
 Use: `Conv(...)` is `nn.Conv` with this function (same parameters and names). Tracing a training
-step inside `xla_conv_gradients()` gives XLA's gradient on every platform (the `train.
-cpu_conv_gradients=False` setting, for comparisons).
+step inside `xla_conv_gradients()` gives XLA's gradient on every platform (the config's
+`cpu_conv_gradients=False`, for comparisons).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 _CANONICAL = ("NHWC", "HWIO", "NHWC")
@@ -64,6 +63,11 @@ def _xla_conv(x, w, strides, pads, precision):
                                   precision=precision)
 
 
+def _xla_gradients(x, w, dy, strides, pads, precision):
+  """(dx, dw) as XLA derives them."""
+  return jax.vjp(lambda a, b: _xla_conv(a, b, strides, pads, precision), x, w)[1](dy)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv(x, w, strides, pads, precision):
   return _xla_conv(x, w, strides, pads, precision)
@@ -90,11 +94,11 @@ def _zero_interleave(dy: jax.Array, strides: tuple[int, int]) -> jax.Array:
 # costs XLA:CPU more than the GEMM; measured in benchmarks/conv_gradients.py).
 _PATCH_BYTES = 2 ** 21
 # The loop (per-image accumulators) pays where a map has at least this many flat rows per output
-# channel (RED-Net v1 at 128 px: the 128 and 64 px layers); deeper layers take one GEMM.
+# channel (RED-Net v1 at 128 px: the 128 and 64 px layers); deeper layers take XLA's own.
 _LOOP_ROWS_PER_OUTPUT = 8
 
 
-def _weight_gradient(x, dy, kernel_shape, strides, pads, precision):
+def _weight_gradient(x, w, dy, strides, pads, precision):
   """dw[i, j] = sum over n, h, w of xp[n, h s + i, w s + j] dy[n, h, w] as GEMMs over chunks.
 
   The cotangent is zero-interleaved to stride 1 and laid on the padded input's width Wp; then,
@@ -108,39 +112,34 @@ def _weight_gradient(x, dy, kernel_shape, strides, pads, precision):
   (deep layers, where per-image accumulators would outweigh the patches): XLA's own weight
   gradient, which XLA:CPU repairs outside loops and runs as fast there (one GEMM over all the
   patches instead made RED-Net's 128 px step slower, 18.6 s, and doubled its memory)."""
-  kh, kw, ci, co = kernel_shape
+  kh, kw, ci, co = w.shape
   n = x.shape[0]
   (plh, phh), (plw, phw) = pads
-  dy_in, dy = dy, _zero_interleave(dy, strides)
-  ho, wo = dy.shape[1:3]
-  padded = jnp.pad(x, ((0, 0), (plh, phh), (plw, phw), (0, 0)))
-  wp = padded.shape[2]
+  wp = x.shape[2] + plw + phw
+  ho, wo = ((d - 1) * s + 1 for d, s in zip(dy.shape[1:3], strides))   # zero-interleaved
   rows = ho * wp                                     # flat rows holding the cotangent, per image
-  looped = rows >= _LOOP_ROWS_PER_OUTPUT * co
-  chunk = int(min(rows, max(8, _PATCH_BYTES // (4 * kh * kw * ci * n)))) if looped else rows
+  if rows < _LOOP_ROWS_PER_OUTPUT * co:
+    return _xla_gradients(x, w, dy, strides, pads, precision)[1]
+  chunk = int(min(rows, max(8, _PATCH_BYTES // (4 * kh * kw * ci * n))))
   chunks = -(-rows // chunk)
-  dy = jnp.pad(dy, ((0, 0), (0, 0), (0, wp - wo), (0, 0))).reshape(n, rows, co)
+  dy = jnp.pad(_zero_interleave(dy, strides),
+               ((0, 0), (0, 0), (0, wp - wo), (0, 0))).reshape(n, rows, co)
   dy = jnp.pad(dy, ((0, 0), (0, chunks * chunk - rows), (0, 0)))
   taps = [i * wp + j for i in range(kh) for j in range(kw)]
-  flat = padded.reshape(n, -1, ci)
+  flat = jnp.pad(x, ((0, 0), (plh, phh), (plw, phw), (0, 0))).reshape(n, -1, ci)
   flat = jnp.pad(flat, ((0, 0), (0, max(0, chunks * chunk + taps[-1] - flat.shape[1])), (0, 0)))
   accumulator = jnp.promote_types(x.dtype, jnp.float32)   # bfloat16 inputs sum in float32
 
-  def product(start, per_image: bool):
+  def accumulate(c, dw):
+    start = c * chunk
     patches = jnp.concatenate(
         [lax.dynamic_slice_in_dim(flat, start + t, chunk, axis=1) for t in taps], axis=2)
     cotangent = lax.dynamic_slice_in_dim(dy, start, chunk, axis=1)
-    numbers = (((1,), (1,)), ((0,), (0,))) if per_image else (((0, 1), (0, 1)), ((), ()))
-    return lax.dot_general(patches, cotangent, numbers, precision=precision,
-                           preferred_element_type=accumulator)
+    return dw + lax.dot_general(patches, cotangent, (((1,), (1,)), ((0,), (0,))),
+                                precision=precision, preferred_element_type=accumulator)
 
-  if not looped:   # XLA's own weight gradient: at the top level XLA:CPU repairs it, and it is
-    # as fast as ours on small maps without ours' patch memory
-    return jax.vjp(lambda k: _xla_conv(x, k, strides, pads, precision),
-                   jnp.zeros(kernel_shape, x.dtype))[1](dy_in)[0].astype(accumulator)
-  dw = lax.fori_loop(0, chunks, lambda c, dw: dw + product(c * chunk, per_image=True),
-                     jnp.zeros((n, kh * kw * ci, co), accumulator))
-  return dw.sum(0).reshape(kernel_shape)
+  dw = lax.fori_loop(0, chunks, accumulate, jnp.zeros((n, kh * kw * ci, co), accumulator))
+  return dw.sum(0).reshape(w.shape)
 
 
 def canonical_conv_gradients(x, w, dy, strides, pads, precision=None):
@@ -158,16 +157,13 @@ def canonical_conv_gradients(x, w, dy, strides, pads, precision=None):
       _zero_interleave(dy, strides), flipped, (1, 1),
       ((kh - 1 - plh, kh - 1 - phh + rest_h), (kw - 1 - plw, kw - 1 - phw + rest_w)),
       dimension_numbers=_CANONICAL, precision=precision)
-  dw = _weight_gradient(x, dy, w.shape, strides, pads, precision)
+  dw = _weight_gradient(x, w, dy, strides, pads, precision)
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 def _conv_bwd(strides, pads, precision, residuals, dy):
   x, w = residuals
-
-  def xla(x, w, dy):
-    return jax.vjp(lambda a, b: _xla_conv(a, b, strides, pads, precision), x, w)[1](dy)
-
+  xla = functools.partial(_xla_gradients, strides=strides, pads=pads, precision=precision)
   if not _use_canonical_on_cpu:
     return xla(x, w, dy)
   canonical = functools.partial(canonical_conv_gradients, strides=strides, pads=pads,
