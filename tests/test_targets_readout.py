@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rednet_jax.models.layers import first_argmax
 from rednet_jax.models.readout import landmarks_from_response, read_landmarks
 from rednet_jax.models.targets import render_label_map, square_size_for_step
 
@@ -73,6 +74,17 @@ def test_response_readout_returns_cluster_centres():
       else:
         np.testing.assert_array_equal(centres[b, l - 1], fallback[b, l - 1])
   assert not (argmax == num).any()
+
+
+def test_first_argmax_is_argmax_with_ties_and_a_channel_for_nan():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 9, 7, 69)), jnp.float32)
+  ties = jnp.round(x * 2)                  # many equal maxima: the first one wins, as argmax
+  for a in (x, ties, -jnp.abs(ties)):
+    np.testing.assert_array_equal(first_argmax(a), jnp.argmax(a, axis=-1))
+  with_nan = x.at[0, 0, 0, 5].set(jnp.nan)
+  assert 0 <= int(first_argmax(with_nan)[0, 0, 0]) < 69     # a channel, never out of range
+  np.testing.assert_array_equal(first_argmax(with_nan)[1], jnp.argmax(x, axis=-1)[1])
 
 
 def test_render_then_readout_recovers_integer_landmarks():

@@ -13,10 +13,13 @@ face's extent (the larger side of the landmarks' box), centred on that box, resi
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import importlib.resources
 import json
 import os
+import time
 from typing import Any
 
 import cv2
@@ -194,14 +197,18 @@ class LandmarkModel:
     self.presence_threshold = float(description.get("presence_threshold",
                                                     DEFAULT_PRESENCE_THRESHOLD))
 
-    def apply(variables, crops, init_points, carry):
+    def apply(variables, crops, init_points, carry, maps):
       out = self.module.apply(variables, self.module.normalise(crops)[:, None],
                               init_points[:, None], carry, train=False)
-      return {"steps": out["points"][:, :, 0],                         # (K, B, L, 2)
-              "confidence": self.module.confidence(out)[:, 0],
-              "step_maps": self.module.step_maps(out)[:, :, 0], "carry": out["carry"]}
+      result = {"steps": out["points"][:, :, 0],                         # (K, B, L, 2)
+                "confidence": self.module.confidence(out)[:, 0], "carry": out["carry"]}
+      if maps:
+        result["step_maps"] = self.module.step_maps(out)[:, :, 0]
+      return result
 
-    self._apply = jax.jit(apply)
+    # One compiled function per batch shape and `maps`; tracking (maps=False) leaves the
+    # response images out of the computation.
+    self._apply = jax.jit(apply, static_argnames="maps")
 
   def initial_carry(self, batch_size: int = 1):
     return self.module.initial_carry(batch_size)
@@ -214,11 +221,12 @@ class LandmarkModel:
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return crop, matrix
 
-  def run_crops(self, crops: np.ndarray, init_points: np.ndarray | None = None, carry=None
-                ) -> dict[str, Any]:
+  def run_crops(self, crops: np.ndarray, init_points: np.ndarray | None = None, carry=None,
+                maps: bool = False) -> dict[str, Any]:
     """crops uint8 (B, size, size, 3); init_points z_0 (B, L, 2) in crop pixels (None: the
     mean shape). Returns steps (K, B, L, 2) crop px, confidence (B,) (`System.confidence`),
-    step_maps (K, B, h, w) (`System.step_maps`), carry (the LSTM state to pass with the next frame of the same faces)."""
+    carry (the LSTM state to pass with the next frame of the same faces) and, with `maps`,
+    step_maps (K, B, h, w) (`System.step_maps`)."""
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3):
       raise ValueError(f"crops must be (B, {self.size}, {self.size}, 3), got {crops.shape}")
@@ -227,7 +235,7 @@ class LandmarkModel:
     if carry is None:
       carry = self.initial_carry(len(crops))
     return jax.device_get(self._apply(self.variables, crops, np.asarray(init_points, np.float32),
-                                      carry))
+                                      carry, maps=maps))
 
   def predict(self, images: list[np.ndarray], boxes: list[tuple[np.ndarray, float]],
               batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +263,25 @@ class TrackerCounts:
   verifications: int = 0       # re-scorings of a tracked face (verify_every, face_score)
   verification_failed: int = 0  # ... below the presence threshold: the track was dropped
   scene_cuts: int = 0          # frames that differed from the one before like a cut
+
+
+class PartTimer:
+  """Wall-clock seconds spent in named parts of a loop: `with timer("model"): ...`; the
+  tracker's and track_video's split of the time per frame."""
+
+  def __init__(self):
+    self.seconds = collections.defaultdict(float)
+
+  @contextlib.contextmanager
+  def __call__(self, part: str):
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.seconds[part] += time.perf_counter() - start
+
+  def clear(self) -> None:
+    self.seconds.clear()
 
 
 # Face presence (`Tracker(verify_every=...)`): every N frames and at every scene cut the tracked
@@ -300,6 +327,9 @@ class Tracker:
     self.presence_threshold = (self.model.presence_threshold if presence_threshold is None
                                else presence_threshold)
     self.counts = TrackerCounts()
+    # Seconds per part of update(): scene_cut, verify (face_score), detect, crop, model,
+    # readout (back to frame pixels), stabilise.
+    self.timer = PartTimer()
     self._thumbnail = None
     self.reset()
 
@@ -332,29 +362,39 @@ class Tracker:
     return self._points
 
   def _report(self, points: np.ndarray) -> np.ndarray:
-    return points if self.stabiliser is None else self.stabiliser(points)
+    if self.stabiliser is None:
+      return points
+    with self.timer("stabilise"):
+      return self.stabiliser(points)
 
   def forget_carry(self) -> None:
     """Keeps the face but zeroes the LSTM state (an ablation of the temporal module)."""
     self._carry = None
 
   def _run(self, frame, centre, extent, previous_points, carry):
-    crop, matrix = self.model.crop(frame, centre, extent)
-    init = None if previous_points is None else transform_points(matrix, previous_points)[None]
-    out = self.model.run_crops(crop[None], init, carry)
-    points = transform_points(cv2.invertAffineTransform(matrix), out["steps"][-1, 0])
+    with self.timer("crop"):
+      crop, matrix = self.model.crop(frame, centre, extent)
+      init = None if previous_points is None else transform_points(matrix,
+                                                                   previous_points)[None]
+    with self.timer("model"):
+      out = self.model.run_crops(crop[None], init, carry)
+    with self.timer("readout"):
+      points = transform_points(cv2.invertAffineTransform(matrix), out["steps"][-1, 0])
     return points, float(out["confidence"][0]), out["carry"]
 
   def update(self, frame: np.ndarray, face: Face | None = None
              ) -> tuple[np.ndarray | None, float]:
     self.counts.frames += 1
-    cut = self._scene_cut(frame) if self.verify_every else False
+    with self.timer("scene_cut"):
+      cut = self._scene_cut(frame) if self.verify_every else False
     if face is None and self._points is not None and self.verify_every:
       self._since_verified += 1
       if cut or self._since_verified >= self.verify_every:
         self._since_verified = 0
         self.counts.verifications += 1
-        if self.face_score(frame, *face_box(self._points, 1.0)) < self.presence_threshold:
+        with self.timer("verify"):
+          score = self.face_score(frame, *face_box(self._points, 1.0))
+        if score < self.presence_threshold:
           self.counts.verification_failed += 1
           self.reset()                          # look for a face anywhere in this frame
     if face is None and self._points is not None:
@@ -367,7 +407,9 @@ class Tracker:
     if face is None:
       # With presence checks on, a detection counts only if the model scores it as a face (the
       # cascade also fires on hair and dark background); largest face first.
-      for candidate in self.detector.detect(frame):
+      with self.timer("detect"):
+        candidates = self.detector.detect(frame)
+      for candidate in candidates:
         points, confidence, carry = self._run(frame, candidate.centre, candidate.side, None, None)
         if not self.verify_every or confidence >= self.presence_threshold:
           break

@@ -14,7 +14,7 @@ import numpy as np
 
 from data_pipelines.pts import DataError, write_pts
 from rednet_jax.evaluation import metrics
-from rednet_jax.inference.landmark_model import Tracker
+from rednet_jax.inference.landmark_model import PartTimer, Tracker
 from rednet_jax.inference.mp4 import Mp4Writer
 
 
@@ -59,6 +59,10 @@ class TrackResult:
   detector_frames: list = dataclasses.field(default_factory=list)  # where a detection was used
   max_frames: int = 0          # the run stopped after this many frames (0: the whole video)
   raw_points: list | None = None  # with a stabiliser: the model's own points per frame
+  # Frames after the first: seconds per part (the tracker's, and decode / write_pts / draw /
+  # encode) and end to end (decoding to writing).
+  part_seconds: dict = dataclasses.field(default_factory=dict)
+  wall_seconds: float = 0.0
 
   def runs(self, min_length: int = 3) -> list[tuple[int, np.ndarray]]:
     """Continuous tracks: runs of consecutive frames with landmarks, a new run at every
@@ -91,6 +95,11 @@ class TrackResult:
            # Frame 0 includes compiling the model and the first detection.
            "first_frame_seconds": float(self.seconds[0]),
            "fps": (len(self.points) - 1) / max(float(self.seconds[1:].sum()), 1e-9)}
+    if len(self.points) > 1 and self.wall_seconds:
+      n = len(self.points) - 1
+      out["fps_end_to_end"] = n / self.wall_seconds
+      out["ms_per_frame"] = {part: round(1e3 * s / n, 3)
+                             for part, s in sorted(self.part_seconds.items())}
     runs = [run for _, run in self.runs()]
     if runs:
       out.update(metrics.jitter(runs))
@@ -104,13 +113,19 @@ def track_video(path: str, tracker: Tracker, out_dir: str | None = None, max_fra
                 overlay: bool = True) -> TrackResult:
   """Tracks every frame of `path`. With `out_dir`: `annot/000001.pts` ... (1-based frame
   numbers and 1-based coordinates, as 300-VW; frames without a face get no file),
-  `overlay.mp4`, `jitter.png` and `summary.json`."""
+  `overlay.mp4`, `jitter.png` and `summary.json`. The split of time per part is measured
+  from the second frame on (the first compiles the model)."""
   info = video_info(path)
   points, confidence, seconds, writer, detector_frames = [], [], [], None, []
   raw_points = [] if tracker.stabiliser is not None else None
   if out_dir:
     os.makedirs(os.path.join(out_dir, "annot"), exist_ok=True)
-  for index, frame in enumerate(video_frames(path, max_frames)):
+  timer, frames, index, wall_start = PartTimer(), video_frames(path, max_frames), 0, None
+  while True:
+    with timer("decode"):
+      frame = next(frames, None)
+    if frame is None:
+      break
     detections = tracker.counts.detections
     start = time.perf_counter()
     p, c = tracker.update(frame)
@@ -123,17 +138,29 @@ def track_video(path: str, tracker: Tracker, out_dir: str | None = None, max_fra
       raw_points.append(None if p is None else tracker.raw_points)
     if out_dir:
       if p is not None:
-        write_pts(os.path.join(out_dir, "annot", f"{index + 1:06d}.pts"), p)
+        with timer("write_pts"):
+          write_pts(os.path.join(out_dir, "annot", f"{index + 1:06d}.pts"), p)
       if overlay:
         writer = writer or Mp4Writer(os.path.join(out_dir, "overlay.mp4"), info["fps"])
-        writer.write(_draw(frame, p, c))
+        with timer("draw"):
+          image = _draw(frame, p, c)
+        with timer("encode"):
+          writer.write(image)
+    if index == 0:                    # from here on: steady state
+      timer.clear()
+      tracker.timer.clear()
+      wall_start = time.perf_counter()
+    index += 1
   if writer is not None:
-    writer.close()
+    with timer("encode"):
+      writer.close()                  # flushes the encoder's last frames
+  wall = time.perf_counter() - wall_start if wall_start is not None else 0.0
   if not points:
     raise DataError(f"{path}: the video has no decodable frame")
   result = TrackResult(path, points, np.asarray(confidence, np.float32), np.asarray(seconds),
                        info["frames_in_header"], dataclasses.asdict(tracker.counts),
-                       detector_frames, max_frames, raw_points)
+                       detector_frames, max_frames, raw_points,
+                       {**tracker.timer.seconds, **timer.seconds}, wall)
   if out_dir:
     with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
       json.dump(result.summary(), f, indent=1)

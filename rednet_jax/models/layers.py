@@ -22,6 +22,19 @@ def scaled_channels(channels: int, width: float) -> int:
   return max(1, int(round(channels * width)))
 
 
+def first_argmax(x: jax.Array) -> jax.Array:
+  """jnp.argmax over the last axis (the first index of the maximum) as a max and a min over the
+  indices that reach it: XLA:CPU runs argmax's paired (value, index) reduction one element at a
+  time, these two vectorise (the per-pixel argmax over 69 channels of a 96 x 96 x 69
+  response: 2.6 -> 0.8 ms). A row with a NaN gives a channel in range (where XLA's
+  max skips NaNs, the largest other value's; else 0), where argmax gives the
+  NaN's index."""
+  channel = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+  top = jnp.max(x, axis=-1, keepdims=True)
+  index = jnp.min(jnp.where(x == top, channel, x.shape[-1]), axis=-1)
+  return jnp.where(index < x.shape[-1], index, 0)
+
+
 def _to_windows(x: jax.Array, window: tuple[int, int]) -> jax.Array:
   """(B, H, W, C) -> (B, H/wh, W/ww, C, wh*ww), window elements in row-major order."""
   b, h, w, c = x.shape
@@ -50,7 +63,7 @@ def max_pool_with_argmax(x: jax.Array, window: tuple[int, int] = (2, 2)
   gradient reaches exactly one input per window (the recorded argmax), matching the unpooling.
   """
   windows = _to_windows(x, window)
-  index = jnp.argmax(windows, axis=-1)
+  index = first_argmax(windows)
   # A select rather than take_along_axis, so the gradient is elementwise instead of a scatter.
   chosen = jax.nn.one_hot(index, window[0] * window[1], dtype=jnp.bool_)
   pooled = jnp.where(chosen, windows, jnp.zeros((), x.dtype)).sum(axis=-1)

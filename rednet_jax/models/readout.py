@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rednet_jax.models.layers import first_argmax
 from rednet_jax.models.targets import pixel_grid
 
 
@@ -18,7 +19,7 @@ def landmarks_from_response(logits: jax.Array, fallback: jax.Array) -> jax.Array
   """
   *lead, h, w, channels = logits.shape
   num_points = channels - 1
-  labels = jnp.argmax(logits, axis=-1).reshape(-1, h * w)                   # (n, HW)
+  labels = first_argmax(logits).reshape(-1, h * w)                          # (n, HW)
   n = labels.shape[0]
   segments = (labels + jnp.arange(n)[:, None] * channels).reshape(-1)
   ys, xs = jnp.divmod(jnp.arange(h * w), w)
@@ -87,7 +88,7 @@ def peak_positions(maps: jax.Array, around: jax.Array | None = None, search_wind
   if search_window > 0:
     maps = jnp.where(_in_window(size, around, search_window), maps, -jnp.inf)
   flat = jnp.moveaxis(maps, -1, -3).reshape(*maps.shape[:-3], maps.shape[-1], -1)
-  index = jnp.argmax(flat, axis=-1)                                          # (..., C)
+  index = first_argmax(flat)                                                 # (..., C)
   y, x = jnp.divmod(index, size[1])
   return jnp.stack([x, y], axis=-1).astype(jnp.float32)
 
