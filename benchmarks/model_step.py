@@ -11,7 +11,11 @@
     --steps=8 --frames=1 --repeats=3
 
 Each model is its video stage (temporal module, identity head, and v1's f_REG), T=10 frames, one
-clip per batch (DRR: its image stage, T images). v2's K steps are one detection step followed by
+clip per batch (--clips; DRR: its image stage, T images). The shipped model's training setting:
+
+  python benchmarks/model_step.py --widths=0.25 --sizes=64 --steps=2 --clips=4 \
+    --lstm_hidden=128 --temporal_residual --bn_momentum=0.9 --z0=prediction
+ v2's K steps are one detection step followed by
 K-1 regression steps (K=1: a single regression step). The train step is the project's `train_step.make_train_step` (uint8
 normalisation, the system's loss, gradient, SGD-momentum update, metrics) with the state
 donated. "params (MB)" is the float32 parameter size, the unit of the papers' model sizes
@@ -44,6 +48,16 @@ flags.DEFINE_enum("unroll", "full", ["full", "rolled"], "nn.scan unroll over K")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "activation dtype")
 flags.DEFINE_bool("cpu_conv_gradients", True, "CPU: models/conv.py's convolution gradients "
                   "(False: XLA's own); no effect on accelerators")
+# The shipped model's training setting differs from the defaults (rednet_v1 only):
+# --clips=4 --lstm_hidden=128 --temporal_residual --bn_momentum=0.9 --z0=prediction.
+flags.DEFINE_integer("clips", 1, "clips per batch")
+flags.DEFINE_integer("lstm_hidden", 256, "rednet_v1: f_tRNN LSTM width")
+flags.DEFINE_bool("temporal_residual", False, "rednet_v1: f_tRNN output added to C_pe")
+flags.DEFINE_float("bn_momentum", 0.99, "rednet_v1: BatchNorm momentum")
+flags.DEFINE_float("dropout", 0.4, "rednet_v1: dropout rate")
+flags.DEFINE_integer("identities", 105, "identity classes of f_CLS")
+flags.DEFINE_enum("z0", "ground_truth", ["ground_truth", "prediction"],
+                  "z_0 of frames after the first in training (the train step's init_from)")
 flags.DEFINE_string("one", None, "internal: [model,]width,size,K for a single child run "
                     "(model defaults to rednet_v1)")
 FLAGS = flags.FLAGS
@@ -52,12 +66,14 @@ FLAGS = flags.FLAGS
 def model_and_loss(name: str, width: float, k: int, unroll: int, dtype: str
                    ) -> tuple[dict, dict]:
   """(model config, loss fields) of `name`'s video stage at this width and K."""
-  common = dict(width=width, use_temporal=True, use_identity=True, num_identities=105,
-                scan_unroll=unroll, dtype=dtype)
+  common = dict(width=width, use_temporal=True, use_identity=True,
+                num_identities=FLAGS.identities, scan_unroll=unroll, dtype=dtype)
   if name == "rednet_v1":
     # f_REG weight 0.01: at lr 0.01 an unweighted Euclidean f_REG loss diverges in a few steps
     # (its 512-d max-pooled ReLU features make the curvature ~2|x|^2 >> 2/lr).
-    return (dict(name="rednet_v1", num_steps=k, use_shape_regression=True, **common),
+    return (dict(name="rednet_v1", num_steps=k, use_shape_regression=True,
+                 lstm_hidden=FLAGS.lstm_hidden, temporal_residual=FLAGS.temporal_residual,
+                 bn_momentum=FLAGS.bn_momentum, dropout_rate=FLAGS.dropout, **common),
             {"weights": {"shape": 0.01}})
   if name.startswith("drr_"):   # the drr config's from-scratch fields; 'sum' LSTM (341 M)
     return (dict(name="drr", backbone=name.removeprefix("drr_"), width=width, num_steps=k,
@@ -77,16 +93,17 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
   from rednet_jax.models.system import parameter_count
   from rednet_jax.training.train_step import TrainState, make_optimizer, make_train_step
 
-  t = FLAGS.frames
+  t, clips = FLAGS.frames, FLAGS.clips
   t_start = time.perf_counter()
   model_config, loss_fields = model_and_loss(name, width, k,
                                              k if FLAGS.unroll == "full" else 1, FLAGS.dtype)
   model = build_model(model_config)
   rng = np.random.default_rng(0)
   mean_shape = jnp.asarray(rng.uniform(0.3 * size, 0.7 * size, (68, 2)), jnp.float32)
-  batch = {"image": rng.integers(0, 256, size=(1, t, size, size, 3), dtype=np.uint8),
-           "landmarks": mean_shape + jnp.asarray(rng.normal(size=(1, t, 68, 2)), jnp.float32),
-           "identity": jnp.zeros((1,), jnp.int32), "valid": jnp.ones((1,), bool)}
+  batch = {"image": rng.integers(0, 256, size=(clips, t, size, size, 3), dtype=np.uint8),
+           "landmarks": mean_shape + jnp.asarray(rng.normal(size=(clips, t, 68, 2)),
+                                                 jnp.float32),
+           "identity": jnp.zeros((clips,), jnp.int32), "valid": jnp.ones((clips,), bool)}
   frames = model.normalise(batch["image"])
   init_points = jnp.broadcast_to(mean_shape, batch["landmarks"].shape)
   log = lambda *a: print(f"[{time.perf_counter() - t_start:7.1f}s]", *a, file=sys.stderr,
@@ -99,6 +116,7 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",),
                            axis_types=(jax.sharding.AxisType.Auto,))
   train_step = make_train_step(model, tx, schedule, mean_shape, mesh, loss_fields=loss_fields,
+                               init_from=FLAGS.z0,
                                cpu_conv_gradients=FLAGS.cpu_conv_gradients)
 
   def forward(variables, frames):
@@ -117,7 +135,7 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
   # models/conv.py's weight gradients). Every variant computes the same products.
   unrolled = build_model(model_and_loss(name, width, k, k, FLAGS.dtype)[0])
   train_flops = make_train_step(unrolled, tx, schedule, mean_shape, mesh, loss_fields=loss_fields,
-                                cpu_conv_gradients=False).lower(
+                                init_from=FLAGS.z0, cpu_conv_gradients=False).lower(
                                     state, batch, rng_key).cost_analysis()["flops"]
   forward_flops = jax.jit(lambda v, f: unrolled.apply(v, f, init_points)["points"][-1]).lower(
       variables, frames).cost_analysis()["flops"]
@@ -145,7 +163,8 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
   log(f"train step {train_time:.3f}s")
   loss = float(one_train_step())
   n_params = parameter_count(variables["params"])
-  return {"model": name, "width": width, "size": size, "K": k, "T": t, "forward_s": fwd_time,
+  return {"model": name, "width": width, "size": size, "K": k, "T": t, "clips": clips,
+          "forward_s": fwd_time,
           "train_step_s": train_time, "compile_train_s": compile_train,
           "compile_forward_s": compile_fwd, "xla_peak_mb": xla_peak / 2**20,
           "train_gflop": train_flops / 1e9, "forward_gflop": forward_flops / 1e9,
@@ -167,7 +186,7 @@ def main(argv):
   unknown = sorted(set(FLAGS.models) - set(MODELS))
   if unknown:
     sys.exit(f"--models: unknown {unknown}; choose from {list(MODELS)}")
-  rows = []
+  rows, clips = [], FLAGS.clips
   for name in FLAGS.models:
     for width in FLAGS.widths:
       for size in FLAGS.sizes:
@@ -175,14 +194,19 @@ def main(argv):
           cmd = [sys.executable, os.path.abspath(__file__), f"--one={name},{width},{size},{k}",
                  f"--frames={FLAGS.frames}", f"--repeats={FLAGS.repeats}",
                  f"--unroll={FLAGS.unroll}", f"--dtype={FLAGS.dtype}",
-                 f"--cpu_conv_gradients={FLAGS.cpu_conv_gradients}"]
+                 f"--cpu_conv_gradients={FLAGS.cpu_conv_gradients}", f"--clips={clips}",
+                 f"--lstm_hidden={FLAGS.lstm_hidden}",
+                 f"--temporal_residual={FLAGS.temporal_residual}",
+                 f"--bn_momentum={FLAGS.bn_momentum}", f"--dropout={FLAGS.dropout}",
+                 f"--identities={FLAGS.identities}", f"--z0={FLAGS.z0}"]
           out = subprocess.run(cmd, capture_output=True, text=True, check=False)
           lines = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
           if out.returncode or not lines:
             sys.exit(f"configuration {name},{width},{size},{k} failed:\n{out.stderr[-3000:]}")
           rows.append(json.loads(lines[-1][len("RESULT "):]))
           print(f"done {name} {width} {size} {k}", file=sys.stderr, flush=True)
-  print(f"\nVideo stage, T={FLAGS.frames}, batch 1 clip, unroll={FLAGS.unroll}, {FLAGS.dtype}, "
+  print(f"\nVideo stage, T={FLAGS.frames}, batch {clips} clip(s), z_0 {FLAGS.z0}, "
+        f"unroll={FLAGS.unroll}, {FLAGS.dtype}, "
         f"cpu_conv_gradients={FLAGS.cpu_conv_gradients}, device {rows[0]['device']}, medians "
         f"of {FLAGS.repeats}; GFLOP/s = XLA's FLOP count / time\n")
   print("| model | width | size | K | params (M) | params (MB) | forward (s) | forward GFLOP/s "
