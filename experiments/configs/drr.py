@@ -3,8 +3,8 @@ image stage.
 
 Presets: BACKBONE_SIZE, the four settings of the paper's Table VIII: vgg19_256 (the default,
 Tables II-IV), vgg19_128, vgg_s_256, vgg_s_128, each with the paper's schedule (20 epochs of 52
-augmented samples per face); and two shorter schedules of vgg_s_128: vgg_s_128_gpu (20 epochs
-of 10 samples) and vgg_s_128_cpu (1 epoch of 2 samples, 209 steps).
+augmented samples per face); and shorter schedules: vgg_s_128_gpu (20 epochs of 10 samples),
+vgg_s_128_cpu and vgg_s_256_cpu (1 epoch of 2 samples, 209 steps).
 
 The paper's setting: LFPW + Helen training faces (300-W's train split here; the paper's 300-W
 rows also train on AFW, absent here), the face box padded by 0.2 of its width on every side
@@ -44,16 +44,17 @@ from rednet_jax.training.configs import base_stage
 
 PRESETS = {"vgg19_256": ("vgg19", 256), "vgg19_128": ("vgg19", 128),
            "vgg_s_256": ("vgg_s", 256), "vgg_s_128": ("vgg_s", 128)}
-# Shorter schedules of vgg_s_128 (samples per face per epoch, epochs): the one-GPU run in the
-# README, and the 2-core CPU budget.
-SCHEDULES = {"vgg_s_128_gpu": (10, 20), "vgg_s_128_cpu": (2, 1)}
+# Shorter schedules (setting, samples per face per epoch, epochs): the one-GPU run in the README,
+# and the 2-core CPU budget.
+SCHEDULES = {"vgg_s_128_gpu": ("vgg_s_128", 10, 20), "vgg_s_128_cpu": ("vgg_s_128", 2, 1),
+             "vgg_s_256_cpu": ("vgg_s_256", 2, 1)}
 
 
 def get_config(arg: str = "vgg19_256"):
   if arg not in PRESETS and arg not in SCHEDULES:
     raise ValueError(f"drr: unknown preset {arg!r}; known: {sorted(PRESETS) + sorted(SCHEDULES)}")
-  samples_per_image, num_epochs = SCHEDULES.get(arg, (52, 20))
-  backbone, size = PRESETS[arg if arg in PRESETS else "vgg_s_128"]
+  setting, samples_per_image, num_epochs = SCHEDULES.get(arg, (arg, 52, 20))
+  backbone, size = PRESETS[setting]
   c = base_stage("image")
   c.model = ml_collections.ConfigDict(dict(
       name="drr", num_landmarks=c.data.get_ref("num_landmarks"), backbone=backbone, width=1.0,
