@@ -12,6 +12,7 @@ this project and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from typing import Callable
 
@@ -91,7 +92,8 @@ def define_model_flags() -> Callable[[], object]:
   """--checkpoint (an exported model) or --workdir/--stage (a stage of a training run, read
   with its recorded config); neither: the shipped model. Returns the loader to call in main."""
   checkpoint = flags.DEFINE_string("checkpoint", None, "Exported model folder (default: the "
-                                   "shipped model).")
+                                   "shipped model); a folder with model.onnx (export.py "
+                                   "--format=onnx) runs on onnxruntime.")
   workdir = flags.DEFINE_string("workdir", None, "Instead of --checkpoint: a training run's "
                                 "workdir, used with its recorded config.")
   stage = flags.DEFINE_string("stage", None, "With --workdir: the stage (may be left out when "
@@ -114,6 +116,14 @@ def define_model_flags() -> Callable[[], object]:
     fields = {"readout": readout.value, "readout_window": readout_window.value}
     if workdir.value:
       return landmark_model.load_run_stage(workdir.value, stage.value, fields)
+    if checkpoint.value and os.path.isfile(os.path.join(os.path.expanduser(checkpoint.value),
+                                                        "model.onnx")):
+      from rednet_jax.inference import onnx_export  # pylint: disable=g-import-not-at-top
+      if any(v is not None for v in fields.values()):
+        raise configs.ConfigError(f"{checkpoint.value} is an ONNX export: its read-out is part "
+                                  "of the graph; --readout / --readout_window need the Orbax "
+                                  "model it was exported from")
+      return onnx_export.load_onnx_model(checkpoint.value)
     return landmark_model.load_model(checkpoint.value, fields)
 
   return load
