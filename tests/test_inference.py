@@ -101,6 +101,15 @@ def test_shipped_model_on_held_out_faces(shipped):
   assert confidence.min() > max(shipped.min_confidence, shipped.presence_threshold)
 
 
+def write_video(frames, path, fourcc="mp4v"):
+  """RGB frames -> a 25 frames/s video file that OpenCV writes (mp4v: .mp4, MJPG: .avi)."""
+  h, w = frames[0].shape[:2]
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), 25, (w, h))
+  for f in frames:
+    writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+  writer.release()
+
+
 def _moving_frames(image_path, steps=8, shift=2):
   """A 'video' of one still: a window that slides `shift` px right per frame."""
   image, truth = load_image_rgb(image_path), _truth(image_path)
@@ -260,11 +269,7 @@ def test_predict_cli_writes_the_json_layout(tmp_path):
 def test_track_cli_writes_300vw_pts_overlay_and_jitter(tmp_path):
   video = str(tmp_path / "moving.mp4")
   frames, truths = _moving_frames(VAL_FACES[0], steps=6)
-  h, w = frames[0].shape[:2]
-  writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 25, (w, h))
-  for f in frames:
-    writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-  writer.release()
+  write_video(frames, video)
   bad = tmp_path / "not_a_video.mp4"
   bad.write_text("hello")
   out = tmp_path / "tracked"
@@ -356,11 +361,7 @@ def test_track_summary_warns_about_a_video_shorter_than_its_header(shipped, tmp_
   from rednet_jax.inference.video_tracking import track_video
   frames, _ = _moving_frames(VAL_FACES[0], steps=12)
   path = str(tmp_path / "cut.avi")
-  h, w = frames[0].shape[:2]
-  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 25, (w, h))
-  for f in frames:
-    writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-  writer.release()
+  write_video(frames, path, "MJPG")
   with open(path, "rb") as f:
     data = f.read()
   with open(path, "wb") as f:

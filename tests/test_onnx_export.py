@@ -401,16 +401,12 @@ def test_export_cli_converts_an_exported_model_and_checks_it(tmp_path):
 
 def test_track_cli_runs_an_onnx_export_like_the_jax_model(shipped, tmp_path):
   """track.py --checkpoint=<an ONNX export> tracks on onnxruntime, frame for frame as JAX."""
-  import cv2  # pylint: disable=g-import-not-at-top
-  from test_inference import VAL_FACES, _moving_frames, _run  # pylint: disable=g-import-not-at-top
+  from test_inference import (VAL_FACES, _moving_frames, _run,  # pylint: disable=g-import-not-at-top
+                              write_video)
   _, exported = shipped
   frames, _ = _moving_frames(VAL_FACES[0], steps=5)
   video = str(tmp_path / "moving.mp4")
-  h, w = frames[0].shape[:2]
-  writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 25, (w, h))
-  for f in frames:
-    writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-  writer.release()
+  write_video(frames, video)
   outs = {}
   for name, checkpoint in (("jax", []), ("onnx", [f"--checkpoint={exported.path}"])):
     proc = _run("track.py", f"--video={video}", f"--out={tmp_path / name}", "--nostabilise",
