@@ -6,8 +6,9 @@ model and its ONNX export on onnxruntime, with and without the overlay video.
 
 Each configuration tracks the whole video `--repeats` times (a fresh Tracker each time, after one
 untimed run that compiles the model); the table gives medians and the range over the repeats of
-frames/s of the tracker alone (`update()`: crop, model, read-out, stabiliser, verification) and
-end to end (decode to written files), and the median milliseconds per frame of every part
+frames/s of the tracker alone (`update()`: crop, model, points back to the frame, stabiliser,
+verification) and end to end (decode to written files), and the median milliseconds per frame
+of every part
 (`TrackResult.part_seconds`, frames after the first). The settings are track.py's defaults:
 One-Euro stabiliser on, a face check every 10th frame. The last line gives the model's FLOPs per
 frame (XLA's count of the batch-1 inference) and the frames/s that would take at --peak_gflops.
@@ -31,7 +32,7 @@ _ORT_THREADS = flags.DEFINE_list("ort_threads", ["1", "2"], "onnxruntime intra-o
                                  "measure (empty: skip onnxruntime).")
 _PEAK = flags.DEFINE_float("peak_gflops", 166.0, "fp32 peak of the machine (2 Zen 4 cores x "
                            "2.6 GHz x 32 FLOP/cycle) for the bound on the last line.")
-PARTS = ("decode", "scene_cut", "verify", "crop", "model", "readout", "stabilise", "write_pts",
+PARTS = ("decode", "scene_cut", "verify", "crop", "model", "uncrop", "stabilise", "write_pts",
          "draw", "encode")
 
 

@@ -280,7 +280,7 @@ def test_track_cli_writes_300vw_pts_overlay_and_jitter(tmp_path):
   assert summary["jitter_io_mean"] >= 0 and summary["fps"] > 0
   # The split of time per part (frames 2-6): every part of the loop, within the wall time.
   parts = summary["ms_per_frame"]
-  assert {"decode", "crop", "model", "readout", "stabilise", "write_pts", "draw",
+  assert {"decode", "crop", "model", "uncrop", "stabilise", "write_pts", "draw",
           "encode"} <= set(parts) and min(parts.values()) >= 0
   assert sum(parts.values()) <= 1e3 / summary["fps_end_to_end"] * 1.01
   assert parts["model"] < 1e3 / summary["fps"]

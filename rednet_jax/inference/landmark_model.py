@@ -328,7 +328,7 @@ class Tracker:
                                else presence_threshold)
     self.counts = TrackerCounts()
     # Seconds per part of update(): scene_cut, verify (face_score), detect, crop, model,
-    # readout (back to frame pixels), stabilise.
+    # uncrop (points back to frame pixels), stabilise.
     self.timer = PartTimer()
     self._thumbnail = None
     self.reset()
@@ -378,7 +378,7 @@ class Tracker:
                                                                    previous_points)[None]
     with self.timer("model"):
       out = self.model.run_crops(crop[None], init, carry)
-    with self.timer("readout"):
+    with self.timer("uncrop"):
       points = transform_points(cv2.invertAffineTransform(matrix), out["steps"][-1, 0])
     return points, float(out["confidence"][0]), out["carry"]
 
