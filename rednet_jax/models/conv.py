@@ -94,8 +94,9 @@ def _zero_interleave(dy: jax.Array, strides: tuple[int, int]) -> jax.Array:
 # costs XLA:CPU more than the GEMM; measured in benchmarks/conv_gradients.py).
 _PATCH_BYTES = 2 ** 21
 # The loop (per-image accumulators) pays where a map has at least this many flat rows per output
-# channel (RED-Net v1 at 128 px: the 128 and 64 px layers); deeper layers take XLA's own.
-_LOOP_ROWS_PER_OUTPUT = 8
+# channel: from 32 x 32 maps of 512 channels up (batch 16: 1.5 s against XLA's 4.9 s); below,
+# e.g. 16 x 16 x 512 (0.5 s against 0.22 s at batch 10), XLA's own is faster.
+_LOOP_ROWS_PER_OUTPUT = 2
 
 
 def _weight_gradient(x, w, dy, strides, pads, precision):
@@ -108,10 +109,13 @@ def _weight_gradient(x, w, dy, strides, pads, precision):
   Large maps (many rows per weight): a loop over chunks of rows builds the (N, R, kh kw Ci)
   patches of one chunk and accumulates their product with dy per image, summing the images
   after the loop: the loop holds no sum over the batch, which may be sharded, because a
-  cross-device reduction inside a loop deadlocked XLA:CPU's multi-device runtime. Small maps
-  (deep layers, where per-image accumulators would outweigh the patches): XLA's own weight
-  gradient, which XLA:CPU repairs outside loops and runs as fast there (one GEMM over all the
-  patches instead made RED-Net's 128 px step slower, 18.6 s, and doubled its memory)."""
+  cross-device reduction inside a loop deadlocked XLA:CPU's multi-device runtime. A chunk has
+  at least Co rows, so that rewriting the accumulators costs no more than building the patches
+  (DRR's 64 x 64 x 512 -> 512 layer at batch 16: 8-row chunks took 23 s, Co-row ones 4.0 s,
+  XLA's own 29-33 s). Small maps (deep layers, where per-image accumulators would outweigh the
+  patches): XLA's own weight gradient, which XLA:CPU repairs outside loops and runs as fast
+  there (one GEMM over all the patches instead made RED-Net's 128 px step slower, 18.6 s, and
+  doubled its memory)."""
   kh, kw, ci, co = w.shape
   n = x.shape[0]
   (plh, phh), (plw, phw) = pads
@@ -120,8 +124,12 @@ def _weight_gradient(x, w, dy, strides, pads, precision):
   rows = ho * wp                                     # flat rows holding the cotangent, per image
   if rows < _LOOP_ROWS_PER_OUTPUT * co:
     return _xla_gradients(x, w, dy, strides, pads, precision)[1]
-  chunk = int(min(rows, max(8, _PATCH_BYTES // (4 * kh * kw * ci * n))))
-  chunks = -(-rows // chunk)
+  # At least Co rows per chunk: the per-image accumulators (N, kh kw Ci, Co) are read and
+  # written once per chunk, Co / rows times the patches' bytes. Within that, about _PATCH_BYTES
+  # of patches. The rows are split into equal chunks (the last one padded by less than one
+  # row per chunk).
+  chunks = -(-rows // max(co, _PATCH_BYTES // (4 * kh * kw * ci * n), 8))
+  chunk = -(-rows // chunks)
   dy = jnp.pad(_zero_interleave(dy, strides),
                ((0, 0), (0, 0), (0, wp - wo), (0, 0))).reshape(n, rows, co)
   dy = jnp.pad(dy, ((0, 0), (0, chunks * chunk - rows), (0, 0)))
