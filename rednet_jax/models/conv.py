@@ -93,10 +93,11 @@ def _zero_interleave(dy: jax.Array, strides: tuple[int, int]) -> jax.Array:
 # so they stay in cache (the whole im2col matrix of a 128 px layer is ~400 MB, and writing it
 # costs XLA:CPU more than the GEMM; measured in benchmarks/conv_gradients.py).
 _PATCH_BYTES = 2 ** 21
-# The loop (per-image accumulators) pays where a map has at least this many flat rows per output
-# channel: from 32 x 32 maps of 512 channels up (batch 16: 1.5 s against XLA's 4.9 s); below,
-# e.g. 16 x 16 x 512 (0.5 s against 0.22 s at batch 10), XLA's own is faster.
-_LOOP_ROWS_PER_OUTPUT = 2
+# The loop (per-image accumulators) pays from this many flat rows per image, i.e. from 32 x 32
+# maps up (32 x 32 x 512 -> 512 at batch 16: 1.5 s against XLA's 4.9 s; 256 -> 256 at batch
+# 10: 0.28 against 0.39 s); on 16 x 16 maps XLA's own is as fast or faster (64 -> 64: 9 against
+# 10 ms; 512 -> 512: 0.22 against 0.50 s, batch 10).
+_LOOP_MIN_ROWS = 1024
 
 
 def _weight_gradient(x, w, dy, strides, pads, precision):
@@ -122,7 +123,7 @@ def _weight_gradient(x, w, dy, strides, pads, precision):
   wp = x.shape[2] + plw + phw
   ho, wo = ((d - 1) * s + 1 for d, s in zip(dy.shape[1:3], strides))   # zero-interleaved
   rows = ho * wp                                     # flat rows holding the cotangent, per image
-  if rows < _LOOP_ROWS_PER_OUTPUT * co:
+  if rows < _LOOP_MIN_ROWS:
     return _xla_gradients(x, w, dy, strides, pads, precision)[1]
   # At least Co rows per chunk: the per-image accumulators (N, kh kw Ci, Co) are read and
   # written once per chunk, Co / rows times the patches' bytes. Within that, about _PATCH_BYTES
