@@ -20,7 +20,7 @@ r"""Trains a curriculum stage (or the whole curriculum) from a config.
   local_motion[:VARIANT|VARIANT_cpu]  Belmonte et al. (WACV 2019), VARIANT one of 2d, 3d,
                         2drnn, 3drnn, 2dfcrnn, 3dfcrnn: on 300-VW; _cpu: 300-W still clips,
                         a 2-core budget
-  drr[:vgg19_256|vgg19_128|vgg_s_256|vgg_s_128|vgg_s_128_gpu|vgg_s_128_cpu|vgg_s_256_cpu]
+  drr[:vgg19_256|vgg19_128|vgg_s_256|vgg_s_128|vgg_s_128_gpu|vgg_s_128_cpu|vgg19_128_cpu|vgg_s_256_cpu]
                         Deep Recurrent Regression (Lai et al.) on 300-W, the paper's four
                         backbone x crop-size settings; _gpu / _cpu: shorter schedules
 `--config.a.b=v` overrides a field (on a curriculum, `--config.model.x=v` sets it in every

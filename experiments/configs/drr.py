@@ -4,7 +4,8 @@ image stage.
 Presets: BACKBONE_SIZE, the four settings of the paper's Table VIII: vgg19_256 (the default,
 Tables II-IV), vgg19_128, vgg_s_256, vgg_s_128, each with the paper's schedule (20 epochs of 52
 augmented samples per face); and shorter schedules: vgg_s_128_gpu (20 epochs of 10 samples),
-vgg_s_128_cpu and vgg_s_256_cpu (1 epoch of 2 samples, 209 steps).
+vgg_s_128_cpu, vgg19_128_cpu and vgg_s_256_cpu (1 epoch of 2 samples, 209 steps, a checkpoint
+every 25 steps).
 
 The paper's setting: LFPW + Helen training faces (300-W's train split here; the paper's 300-W
 rows also train on AFW, absent here), the face box padded by 0.2 of its width on every side
@@ -29,6 +30,12 @@ vgg_s_128_cpu on 2 CPU cores: 17.5 s per step of 16, 209 steps, about 1 h: 300-W
 8.76 % inter-pupil (6.31 io); with --config.model.recurrent_features=False (Table IX) 9.32 %,
 +0.56 (the paper: +0.57 at VGG-S 128); with --config.model.initialisation=given (the mean
 shape as S_0, Table X) 9.21 %, +0.45 (the paper: +0.24 at VGG-19 256).
+Train step at batch 16 on another 2-core machine, 2-2.5x slower than that one on RED-Net's
+benchmark (`python benchmarks/model_step.py --models=drr_vgg_s,drr_vgg19 --widths=1.0
+--sizes=128,256 --steps=8 --frames=16 --repeats=1 --unroll=rolled`), and 209 steps at that
+rate: VGG-S 128 31 s (1.8 h), VGG-19 128 42 s (2.4 h), VGG-S 256 74 s (4.3 h), VGG-19 256
+131 s (7.6 h). Before the weight-gradient chunks of models/conv.py held at least Co rows,
+vgg_s_256_cpu trained at 148 s per step there (8.6 h).
 
 Not given by the paper (our choices, named fields): the learning rate and its schedule (SGD
 1e-3, x0.1 every 10 epochs), batch size 16, the box-jitter ranges (scale 0.9-1.1, +-7 px at
@@ -48,7 +55,7 @@ PRESETS = {"vgg19_256": ("vgg19", 256), "vgg19_128": ("vgg19", 128),
 # Shorter schedules (setting, samples per face per epoch, epochs): the one-GPU run in the README,
 # and the 2-core CPU budget.
 SCHEDULES = {"vgg_s_128_gpu": ("vgg_s_128", 10, 20), "vgg_s_128_cpu": ("vgg_s_128", 2, 1),
-             "vgg_s_256_cpu": ("vgg_s_256", 2, 1)}
+             "vgg19_128_cpu": ("vgg19_128", 2, 1), "vgg_s_256_cpu": ("vgg_s_256", 2, 1)}
 
 
 def get_config(arg: str = "vgg19_256"):
@@ -73,4 +80,6 @@ def get_config(arg: str = "vgg19_256"):
   c.z0_in_training = "ground_truth"   # stills: z_0 is the mean shape (initialisation='given')
   c.num_epochs = num_epochs
   c.outputs = ("ced_plot", "refinement_figure")
+  if arg.endswith("_cpu"):   # hours per run: an interrupted one resumes from the last 25 steps
+    c.checkpoint_every_steps = 25
   return c
