@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 
 from absl import app, flags
 
@@ -85,18 +86,17 @@ def model_and_loss(name: str, width: float, k: int, unroll: int, dtype: str
   return dict(name="rednet_v2", steps=steps, **encoder, **common), {}
 
 
-def measure(name: str, width: float, size: int, k: int) -> dict:
+def build(name: str, width: float, size: int, k: int, unroll: int) -> types.SimpleNamespace:
+  """The model, a random batch of the flags' shape, its initial train state and the jitted train
+  step (`train_step.make_train_step`, as the trainer builds it) of one configuration."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp
   import numpy as np
   from rednet_jax.models import build_model
-  from rednet_jax.models.system import parameter_count
   from rednet_jax.training.train_step import TrainState, make_optimizer, make_train_step
 
   t, clips = FLAGS.frames, FLAGS.clips
-  t_start = time.perf_counter()
-  model_config, loss_fields = model_and_loss(name, width, k,
-                                             k if FLAGS.unroll == "full" else 1, FLAGS.dtype)
+  model_config, loss_fields = model_and_loss(name, width, k, unroll, FLAGS.dtype)
   model = build_model(model_config)
   rng = np.random.default_rng(0)
   mean_shape = jnp.asarray(rng.uniform(0.3 * size, 0.7 * size, (68, 2)), jnp.float32)
@@ -106,25 +106,41 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
            "identity": jnp.zeros((clips,), jnp.int32), "valid": jnp.ones((clips,), bool)}
   frames = model.normalise(batch["image"])
   init_points = jnp.broadcast_to(mean_shape, batch["landmarks"].shape)
-  log = lambda *a: print(f"[{time.perf_counter() - t_start:7.1f}s]", *a, file=sys.stderr,
-                         flush=True)
   variables = model.init_variables(frames, init_points)
-  log("init done")
   tx, schedule = make_optimizer(weight_decay=5e-4)
   state = TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],
                      tx.init(variables["params"]))
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",),
                            axis_types=(jax.sharding.AxisType.Auto,))
-  train_step = make_train_step(model, tx, schedule, mean_shape, mesh, loss_fields=loss_fields,
-                               init_from=FLAGS.z0,
-                               cpu_conv_gradients=FLAGS.cpu_conv_gradients)
+  make_step = lambda m, cpu_conv_gradients: make_train_step(
+      m, tx, schedule, mean_shape, mesh, loss_fields=loss_fields, init_from=FLAGS.z0,
+      cpu_conv_gradients=cpu_conv_gradients)
+  return types.SimpleNamespace(
+      model=model, batch=batch, frames=frames, init_points=init_points, variables=variables,
+      state=state, rng_key=jax.random.key(1), make_step=make_step,
+      train_step=make_step(model, FLAGS.cpu_conv_gradients))
+
+
+def measure(name: str, width: float, size: int, k: int) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  from rednet_jax.models import build_model
+  from rednet_jax.models.system import parameter_count
+
+  t, clips = FLAGS.frames, FLAGS.clips
+  t_start = time.perf_counter()
+  log = lambda *a: print(f"[{time.perf_counter() - t_start:7.1f}s]", *a, file=sys.stderr,
+                         flush=True)
+  setup = build(name, width, size, k, k if FLAGS.unroll == "full" else 1)
+  model, batch, frames, init_points = setup.model, setup.batch, setup.frames, setup.init_points
+  variables, state, rng_key = setup.variables, setup.state, setup.rng_key
+  log("init done")
 
   def forward(variables, frames):
     return model.apply(variables, frames, init_points)["points"][-1]
 
-  rng_key = jax.random.key(1)
   t0 = time.perf_counter()
-  step = train_step.lower(state, batch, rng_key).compile()
+  step = setup.train_step.lower(state, batch, rng_key).compile()
   compile_train = time.perf_counter() - t0
   log(f"train step compiled in {compile_train:.1f}s")
   t0 = time.perf_counter()
@@ -134,9 +150,8 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
   # and with XLA's own gradients, since the analysis counts a loop's body once (a rolled scan;
   # models/conv.py's weight gradients). Every variant computes the same products.
   unrolled = build_model(model_and_loss(name, width, k, k, FLAGS.dtype)[0])
-  train_flops = make_train_step(unrolled, tx, schedule, mean_shape, mesh, loss_fields=loss_fields,
-                                init_from=FLAGS.z0, cpu_conv_gradients=False).lower(
-                                    state, batch, rng_key).cost_analysis()["flops"]
+  train_flops = setup.make_step(unrolled, False).lower(state, batch, rng_key).cost_analysis(
+  )["flops"]
   forward_flops = jax.jit(lambda v, f: unrolled.apply(v, f, init_points)["points"][-1]).lower(
       variables, frames).cost_analysis()["flops"]
   memory = step.memory_analysis()

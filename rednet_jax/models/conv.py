@@ -160,12 +160,15 @@ def canonical_conv_gradients(x, w, dy, strides, pads, precision=None):
   # Input rows the forward pass never reached (the last partial stride) get zero gradient.
   rest_h = h + plh + phh - kh - (ho - 1) * sh
   rest_w = wd + plw + phw - kw - (wo - 1) * sw
-  flipped = jnp.swapaxes(w[::-1, ::-1], 2, 3)                        # (kh, kw, Co, Ci)
-  dx = lax.conv_general_dilated(
-      _zero_interleave(dy, strides), flipped, (1, 1),
-      ((kh - 1 - plh, kh - 1 - phh + rest_h), (kw - 1 - plw, kw - 1 - phw + rest_w)),
-      dimension_numbers=_CANONICAL, precision=precision)
-  dw = _weight_gradient(x, w, dy, strides, pads, precision)
+  # The scopes name the two halves in profiles (`benchmarks/step_profile.py`, xprof).
+  with jax.named_scope("input_gradient"):
+    flipped = jnp.swapaxes(w[::-1, ::-1], 2, 3)                      # (kh, kw, Co, Ci)
+    dx = lax.conv_general_dilated(
+        _zero_interleave(dy, strides), flipped, (1, 1),
+        ((kh - 1 - plh, kh - 1 - phh + rest_h), (kw - 1 - plw, kw - 1 - phw + rest_w)),
+        dimension_numbers=_CANONICAL, precision=precision)
+  with jax.named_scope("weight_gradient"):
+    dw = _weight_gradient(x, w, dy, strides, pads, precision)
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
