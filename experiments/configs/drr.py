@@ -30,6 +30,10 @@ vgg_s_128_cpu on 2 CPU cores: 17.5 s per step of 16, 209 steps, about 1 h: 300-W
 8.76 % inter-pupil (6.31 io); with --config.model.recurrent_features=False (Table IX) 9.32 %,
 +0.56 (the paper: +0.57 at VGG-S 128); with --config.model.initialisation=given (the mean
 shape as S_0, Table X) 9.21 %, +0.45 (the paper: +0.24 at VGG-19 256).
+vgg19_128_cpu on 2 CPU cores: 28 s per step of 16, 98 min: 300-W common NME 7.73 % inter-pupil
+(5.57 io; LFPW 7.40, Helen 7.96), best at step 3-4 (5.44 io); the paper's VGG-19 128: 4.57 %:
+  python experiments/run.py --config=drr:vgg19_128_cpu --workdir=$HOME/runs/drr_vgg19 \
+    --config.data.root=$HOME/data/300w
 Train step at batch 16 on another 2-core machine, 2-2.5x slower than that one on RED-Net's
 benchmark (`python benchmarks/model_step.py --models=drr_vgg_s,drr_vgg19 --widths=1.0
 --sizes=128,256 --steps=8 --frames=16 --repeats=1 --unroll=rolled`), and 209 steps at that
