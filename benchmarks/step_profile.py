@@ -81,8 +81,9 @@ def category(op_name: str, is_conv: bool) -> str:
 def layer(op_name: str) -> str:
   """The model's module path in an op_name ("spatial/decoder/deconv1_1"), else "-"."""
   parts = [p for p in op_name.split("/")
-           if p and "(" not in p and p not in ("closed_call", "cond", "while", "body")
-           and not p.startswith("branch_") and p not in ("input_gradient", "weight_gradient")]
+           if p and "(" not in p and not p.startswith("branch_")
+           and p not in ("closed_call", "cond", "while", "body", "input_gradient",
+                         "weight_gradient")]
   modules = [p for p in parts[:-1] if not p.startswith("conv_general") and p != "conv"]
   return "/".join(modules[:4]) or "-"
 
@@ -111,6 +112,9 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from jax.profiler import ProfileData
 
+  if jax.default_backend() != "cpu":
+    sys.exit("step_profile.py splits XLA:CPU thunk traces; on accelerators trace the step with "
+             "--config.profile_steps and open it in xprof")
   fields = (FLAGS.one or "0.25,64,2").split(",")
   name, width, size, k = fields if len(fields) == 4 else ["rednet_v1"] + fields
   k = int(k)
@@ -134,9 +138,8 @@ def main(argv):
   if len(files) != 1:
     sys.exit(f"expected one .xplane.pb under {trace_dir}, found {files}")
   planes = [p for p in ProfileData.from_file(files[0]).planes if p.name == "/host:CPU"]
-  if jax.default_backend() != "cpu" or not planes:
-    sys.exit("step_profile.py splits XLA:CPU thunk traces; on accelerators open the trace in "
-             f"xprof: {trace_dir}")
+  if not planes:
+    sys.exit(f"no /host:CPU plane in the trace {files[0]}")
   by_category, by_layer, by_op = (collections.Counter() for _ in range(3))
   unknown = 0.0
   for instruction, ms in self_times(planes[0]):
