@@ -96,7 +96,9 @@ _PATCH_BYTES = 2 ** 21
 # The loop (per-image accumulators) pays from this many flat rows per image, i.e. from 32 x 32
 # maps up (32 x 32 x 512 -> 512 at batch 16: 1.5 s against XLA's 4.9 s; 256 -> 256 at batch
 # 10: 0.28 against 0.39 s); on 16 x 16 maps XLA's own is as fast or faster (64 -> 64: 9 against
-# 10 ms; 512 -> 512: 0.22 against 0.50 s, batch 10).
+# 10 ms; 512 -> 512: 0.22 against 0.50 s, batch 10). Whole steps disagree for RED-Net width 1.0
+# (128 px, K 3: 16.8-19.1 s at 1,024 against 15.6-15.9 s at 2,048), so the rule needs more than
+# rows: docs/engineering_notes.md.
 _LOOP_MIN_ROWS = 1024
 
 
@@ -107,15 +109,16 @@ def _weight_gradient(x, w, dy, strides, pads, precision):
   per image, output (h, w) sits at flat row h Wp + w and its input (h + i, w + j) at that row
   plus i Wp + j, so each kernel tap is a contiguous row slice.
 
-  Large maps (at least _LOOP_MIN_ROWS flat rows per image): a loop over chunks of rows builds the (N, R, kh kw Ci)
-  patches of one chunk and accumulates their product with dy per image, summing the images
-  after the loop: the loop holds no sum over the batch, which may be sharded, because a
+  Large maps (at least _LOOP_MIN_ROWS flat rows per image): a loop over chunks of rows builds
+  the (N, R, kh kw Ci) patches of one chunk and accumulates their product with dy per image,
+  summing the images after the loop: the loop holds no sum over the batch, which may be sharded, because a
   cross-device reduction inside a loop deadlocked XLA:CPU's multi-device runtime. A chunk has
   at least Co rows, so that rewriting the accumulators costs no more than building the patches
   (DRR's 64 x 64 x 512 -> 512 layer at batch 16: 8-row chunks took 23 s, Co-row ones 4.0 s,
   XLA's own 29-33 s). Smaller maps (below 32 x 32, the deep layers): XLA's own weight
-  gradient, which XLA:CPU repairs outside loops and runs as fast or faster there (one GEMM over all the patches instead made RED-Net's 128 px step slower, 18.6 s, and
-  doubled its memory)."""
+  gradient, which XLA:CPU repairs outside loops and runs as fast or faster there (one GEMM
+  over all the patches instead made RED-Net's 128 px step slower, 18.6 s, and doubled its
+  memory)."""
   kh, kw, ci, co = w.shape
   n = x.shape[0]
   (plh, phh), (plw, phw) = pads
