@@ -111,8 +111,9 @@ def _weight_gradient(x, w, dy, strides, pads, precision):
 
   Large maps (at least _LOOP_MIN_ROWS flat rows per image): a loop over chunks of rows builds
   the (N, R, kh kw Ci) patches of one chunk and accumulates their product with dy per image,
-  summing the images after the loop: the loop holds no sum over the batch, which may be sharded, because a
-  cross-device reduction inside a loop deadlocked XLA:CPU's multi-device runtime. A chunk has
+  summing the images after the loop: the loop holds no sum over the batch, which may be
+  sharded, because a cross-device reduction inside a loop deadlocked XLA:CPU's multi-device
+  runtime. A chunk has
   at least Co rows, so that rewriting the accumulators costs no more than building the patches
   (DRR's 64 x 64 x 512 -> 512 layer at batch 16: 8-row chunks took 23 s, Co-row ones 4.0 s,
   XLA's own 29-33 s). Smaller maps (below 32 x 32, the deep layers): XLA's own weight
