@@ -25,7 +25,7 @@ CASES = [  # input, kernel, strides, padding
 
 @pytest.fixture(autouse=True)
 def small_maps_take_the_loop(monkeypatch):
-  """The GEMM loop from 32 flat rows per image (the models: from 32 x 32 maps), so that these
+  """The GEMM loop from 32 flat rows per image (the models: from 48 x 48 maps), so that these
   small maps exercise it; the 4 x 4 case (24 rows) still takes XLA's weight gradient."""
   monkeypatch.setattr(conv, "_LOOP_MIN_ROWS", 32)
 
@@ -72,12 +72,12 @@ def test_the_cpu_gradient_is_gemms_and_the_switch_restores_xlas():
       lambda w: _xla(x, w, (1, 1), "SAME").sum())(w), rtol=1e-5)
 
 
-def test_maps_from_32_by_32_take_the_loop_by_default(monkeypatch):
+def test_maps_from_48_by_48_take_the_loop_by_default(monkeypatch):
   monkeypatch.undo()
   def lowered(size):
     x, w = jnp.ones((1, size, size, 4)), jnp.ones((3, 3, 4, 4))
     return jax.jit(jax.grad(lambda w: _ours(x, w, (1, 1), "SAME").sum())).lower(w).as_text()
-  assert "while" not in lowered(16) and "while" in lowered(32)
+  assert "while" not in lowered(40) and "while" in lowered(48)
 
 
 def test_gradient_inside_a_rolled_scan():

@@ -93,13 +93,13 @@ def _zero_interleave(dy: jax.Array, strides: tuple[int, int]) -> jax.Array:
 # so they stay in cache (the whole im2col matrix of a 128 px layer is ~400 MB, and writing it
 # costs XLA:CPU more than the GEMM; measured in benchmarks/conv_gradients.py).
 _PATCH_BYTES = 2 ** 21
-# The loop (per-image accumulators) pays from this many flat rows per image, i.e. from 32 x 32
-# maps up (32 x 32 x 512 -> 512 at batch 16: 1.5 s against XLA's 4.9 s; 256 -> 256 at batch
-# 10: 0.28 against 0.39 s); on 16 x 16 maps XLA's own is as fast or faster (64 -> 64: 9 against
-# 10 ms; 512 -> 512: 0.22 against 0.50 s, batch 10). Whole steps disagree for RED-Net width 1.0
-# (128 px, K 3: 16.8-19.1 s at 1,024 against 15.6-15.9 s at 2,048), so the rule needs more than
-# rows: docs/engineering_notes.md.
-_LOOP_MIN_ROWS = 1024
+# The loop (per-image accumulators) pays from this many flat rows per image: from 48 x 48 maps
+# up (weight gradient alone, XLA's against the loop: 10 x 48 x 48 x 256 -> 256 0.33 / 0.29 s,
+# 16 x 64 x 64 x 512 -> 512 5.9 / 2.5 s, 10 x 128 x 128 x 64 -> 64 0.33 / 0.16 s). On 40 x 40
+# maps and below XLA's own is faster (10 x 40 x 40 x 256: 0.18 / 0.22 s; 16 x 32 x 32 x 512:
+# 0.68 / 0.87 s), and RED-Net's width-1.0 step is 8 % faster with its 32 x 32 layers there:
+# docs/engineering_notes.md.
+_LOOP_MIN_ROWS = 2048
 
 
 def _weight_gradient(x, w, dy, strides, pads, precision):
@@ -113,13 +113,11 @@ def _weight_gradient(x, w, dy, strides, pads, precision):
   the (N, R, kh kw Ci) patches of one chunk and accumulates their product with dy per image,
   summing the images after the loop: the loop holds no sum over the batch, which may be
   sharded, because a cross-device reduction inside a loop deadlocked XLA:CPU's multi-device
-  runtime. A chunk has
-  at least Co rows, so that rewriting the accumulators costs no more than building the patches
+  runtime. A chunk has at least Co rows, so that rewriting the accumulators costs no more than building the patches
   (DRR's 64 x 64 x 512 -> 512 layer at batch 16: 8-row chunks took 23 s, Co-row ones 4.0 s,
-  XLA's own 29-33 s). Smaller maps (below 32 x 32, the deep layers): XLA's own weight
-  gradient, which XLA:CPU repairs outside loops and runs as fast or faster there (one GEMM
-  over all the patches instead made RED-Net's 128 px step slower, 18.6 s, and doubled its
-  memory)."""
+  XLA's own 29-33 s). Smaller maps (below 48 x 48, the deep layers): XLA's own weight
+  gradient, which XLA:CPU repairs outside loops and runs faster there (one GEMM over all the
+  patches instead made RED-Net's 128 px step slower, 18.6 s, and doubled its memory)."""
   kh, kw, ci, co = w.shape
   n = x.shape[0]
   (plh, phh), (plw, phw) = pads
