@@ -1,6 +1,6 @@
 """The commands of experiments/README.md, as written, at tiny size: the first bash block runs
-(quickstart -> quickstart:tiny, /tmp/ -> a temporary folder), in order, with the quickstart's
-end-to-end checks; the commands that need datasets are built and validated."""
+(quickstart -> quickstart:tiny, /tmp/ -> a temporary folder), in order, on one CPU device, with
+the quickstart's end-to-end checks; the commands that need datasets are built and validated."""
 
 import json
 import os
@@ -13,6 +13,7 @@ import flax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from conftest import one_device_environment
 from rednet_jax.training import checkpoints
 from rednet_jax.training import configs
 
@@ -41,7 +42,7 @@ def run(command: str, tmp_path) -> subprocess.CompletedProcess:
   argv = shlex.split(command)
   assert argv[0] == "python"
   result = subprocess.run([sys.executable] + argv[1:], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, env=dict(os.environ))
+                          timeout=900, env=one_device_environment())
   assert result.returncode == 0, (command, result.stdout[-2000:], result.stderr[-3000:])
   return result
 

@@ -268,6 +268,8 @@ def test_a_tiny_stage_fits_the_candidates_trains_exports_and_tracks(tmp_path):
   c.profile_steps = (1, 1)
   c.eval.batch_size = 4
   c.outputs = ()
+  # One device: the trainer on four is test_training.py's kill -9 test (half the compile time).
+  c.mesh.num_devices = 1
   configs.validate(c)
   final = train_and_evaluate(c, str(tmp_path / "run"))["image"]
   # The profiler hook: a trace of step 1 (xprof reads *.xplane.pb).

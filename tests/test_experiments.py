@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import one_device_environment
 from rednet_jax import cli
 from rednet_jax.training import configs
 from rednet_jax.training import run_records
@@ -33,6 +34,7 @@ from rednet_jax.training.configs import load_config
 def get_config(arg=""):
   c = load_config("quickstart:tiny").image
   c.total_steps, c.outputs, c.checkpoint_every_steps = 2, (), 2
+  c.mesh.num_devices = 1     # the trainer on 4 devices: test_training.py's kill -9 test
   return c
 """
 
@@ -46,7 +48,7 @@ def tiny_stage(tmp_path, *overrides):
 def run_cli(script, *args, timeout=600):
   return subprocess.run([sys.executable, os.path.join(REPO, "experiments", script), *args],
                         cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                        env=dict(os.environ))
+                        env=one_device_environment())
 
 
 @pytest.fixture(scope="module")
