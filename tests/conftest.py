@@ -22,7 +22,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 def one_device_environment() -> dict[str, str]:
   """This process's environment with one CPU device instead of four, for subprocesses that run
   a training as a one-CPU user would: XLA compiles a 4-device program in about twice the time.
-  (The trainer on 4 devices: test_training.py's kill -9 test and test_train_step.py.)"""
+  (The trainer on 4 devices: test_training.py; the train step: test_train_step.py.)"""
   flags = os.environ["XLA_FLAGS"].replace("--xla_force_host_platform_device_count=4",
                                           "--xla_force_host_platform_device_count=1")
   return dict(os.environ, XLA_FLAGS=flags)

@@ -268,7 +268,7 @@ def test_a_tiny_stage_fits_the_candidates_trains_exports_and_tracks(tmp_path):
   c.profile_steps = (1, 1)
   c.eval.batch_size = 4
   c.outputs = ()
-  # One device: the trainer on four is test_training.py's kill -9 test (half the compile time).
+  # One device (half the compile time): the trainer on four is test_training.py's.
   c.mesh.num_devices = 1
   configs.validate(c)
   final = train_and_evaluate(c, str(tmp_path / "run"))["image"]

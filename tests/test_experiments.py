@@ -34,7 +34,7 @@ from rednet_jax.training.configs import load_config
 def get_config(arg=""):
   c = load_config("quickstart:tiny").image
   c.total_steps, c.outputs, c.checkpoint_every_steps = 2, (), 2
-  c.mesh.num_devices = 1     # the trainer on 4 devices: test_training.py's kill -9 test
+  c.mesh.num_devices = 1     # the trainer on 4 devices: test_training.py
   return c
 """
 

@@ -254,7 +254,7 @@ def test_a_tiny_stage_trains_validates_exports_and_tracks_through_the_shared_int
   c.optimizer.plateau_patience_epochs = 1
   c.total_steps, c.log_every_steps, c.checkpoint_every_steps = 12, 2, 4
   c.eval.batch_size, c.eval.clips_per_video = 4, 1
-  # One device: the trainer on four is test_training.py's kill -9 test (half the compile time).
+  # One device (half the compile time): the trainer on four is test_training.py's.
   c.mesh.num_devices = 1
   configs.validate(c)
   final = train_and_evaluate(c, str(tmp_path / "run"))["train"]

@@ -306,7 +306,7 @@ def test_a_tiny_vgg_stage_trains_exports_and_tracks_through_the_shared_interface
   c.model.width, c.model.head_features, c.data.size = 1 / 16, 0, 64
   c.total_steps, c.outputs = 2, ()
   c.checkpoint_every_steps, c.eval.max_batches = 2, 1
-  # One device: the trainer on four is test_training.py's kill -9 test (half the compile time).
+  # One device (half the compile time): the trainer on four is test_training.py's.
   c.mesh.num_devices = 1
   configs.validate(c)
   final = train_and_evaluate(c, str(tmp_path / "run"))["image"]
