@@ -121,6 +121,17 @@ def build(name: str, width: float, size: int, k: int, unroll: int) -> types.Simp
       train_step=make_step(model, FLAGS.cpu_conv_gradients))
 
 
+def median_seconds(fn, repeats: int) -> float:
+  """Median wall time of `repeats` calls of `fn` (its result waited for), after one untimed."""
+  import jax  # pylint: disable=g-import-not-at-top
+  times = []
+  for _ in range(repeats + 1):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times[1:])
+
+
 def measure(name: str, width: float, size: int, k: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np
@@ -158,23 +169,15 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
   xla_peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
               + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
 
-  def timed(fn, n):
-    times = []
-    for _ in range(n + 1):
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn())
-      times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
-
   holder = {"state": state}
 
   def one_train_step():
     holder["state"], metrics = step(holder["state"], batch, rng_key)
     return metrics["loss"]
 
-  fwd_time = timed(lambda: fwd(variables, frames), FLAGS.repeats)
+  fwd_time = median_seconds(lambda: fwd(variables, frames), FLAGS.repeats)
   log(f"forward {fwd_time:.3f}s")
-  train_time = timed(one_train_step, FLAGS.repeats)
+  train_time = median_seconds(one_train_step, FLAGS.repeats)
   log(f"train step {train_time:.3f}s")
   loss = float(one_train_step())
   n_params = parameter_count(variables["params"])

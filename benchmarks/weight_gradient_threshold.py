@@ -10,12 +10,10 @@ what the threshold compares, (H + padding) x W. --layers entries are N:H:Ci:Co:k
 k x k kernels, 'SAME' padding, and k = 2 padded (1, 0) like DRR's deconvolution parities).
 Whole steps (--step=[model,]width,size,K as model_step.py's --one, with its flags): the train
 step built with each --step_rows threshold in turn, --rounds alternating rounds, medians of
---repeats steps after one warm-up step.
+--repeats steps after one untimed step.
 """
 
-import statistics
 import sys
-import time
 
 from absl import app, flags
 
@@ -30,17 +28,6 @@ flags.DEFINE_string("step", None, "[model,]width,size,K of a whole train step to
 flags.DEFINE_list("step_rows", ["1024", "2048"], "thresholds to build the whole step with")
 flags.DEFINE_integer("rounds", 3, "alternating rounds of the whole-step thresholds")
 FLAGS = flags.FLAGS
-
-
-def timed(fn, *args, repeats):
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def main(argv):
@@ -69,7 +56,8 @@ def main(argv):
     conv._LOOP_MIN_ROWS = 0   # pylint: disable=protected-access
     loop = jax.jit(lambda x, w, dy, p=pads: conv._weight_gradient(   # pylint: disable=protected-access
         x, w, dy, (1, 1), p, None))
-    xla_s, loop_s = (timed(f, x, w, dy, repeats=FLAGS.repeats) for f in (xla, loop))
+    xla_s, loop_s = (model_step.median_seconds(lambda f=f: f(x, w, dy), FLAGS.repeats)
+                     for f in (xla, loop))
     conv._LOOP_MIN_ROWS = default_rows   # pylint: disable=protected-access
     shape = f"{n} x {side} x {side} x {ci} -> {co}" + (f", {k}x{k}" if k != 3 else "")
     print(f"| {shape} | {(side + sum(pads[0])) * side:,} | {xla_s * 1e3:.0f} | "
@@ -84,17 +72,15 @@ def main(argv):
     for _ in range(FLAGS.rounds):
       for rows in FLAGS.step_rows:
         conv._LOOP_MIN_ROWS = int(rows)   # pylint: disable=protected-access
-        step = setup.make_step(setup.model, True)   # a fresh function, traced with `rows`
-        # The state is donated: each call gets a fresh copy, made outside the clock.
-        step(jax.tree.map(jnp.copy, setup.state), setup.batch, setup.rng_key)   # compiles
-        samples = []
-        for _ in range(FLAGS.repeats):
-          copy = jax.tree.map(jnp.copy, setup.state)
-          jax.block_until_ready(copy)
-          start = time.perf_counter()
-          jax.block_until_ready(step(copy, setup.batch, setup.rng_key))
-          samples.append(time.perf_counter() - start)
-        times[rows].append(statistics.median(samples))
+        # A fresh function, traced with `rows`, compiled ahead as model_step.py does.
+        step = setup.make_step(setup.model, True).lower(setup.state, setup.batch,
+                                                        setup.rng_key).compile()
+        holder = {"state": jax.tree.map(jnp.copy, setup.state)}   # the step donates its state
+
+        def one_step(step=step, holder=holder):
+          holder["state"], metrics = step(holder["state"], setup.batch, setup.rng_key)
+          return metrics["loss"]
+        times[rows].append(model_step.median_seconds(one_step, FLAGS.repeats))
         print(f"{rows} rows: {times[rows][-1]:.2f} s", file=sys.stderr, flush=True)
     conv._LOOP_MIN_ROWS = default_rows   # pylint: disable=protected-access
     print(f"\nwhole train step {name} width {width}, {size} px, K {k}, T {FLAGS.frames}, "
