@@ -51,11 +51,11 @@ def main(argv):
     x = jnp.asarray(rng.normal(size=(n, side, side, ci)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(k, k, ci, co)), jnp.float32)
     dy = jnp.asarray(rng.normal(size=(n, out, out, co)), jnp.float32)
-    xla = jax.jit(lambda x, w, dy, p=pads: conv._xla_gradients(   # pylint: disable=protected-access
-        x, w, dy, (1, 1), p, None)[1])
-    conv._LOOP_MIN_ROWS = 0   # pylint: disable=protected-access
-    loop = jax.jit(lambda x, w, dy, p=pads: conv._weight_gradient(   # pylint: disable=protected-access
-        x, w, dy, (1, 1), p, None))
+    # pylint: disable=protected-access
+    xla = jax.jit(lambda x, w, dy, p=pads: conv._xla_gradients(x, w, dy, (1, 1), p, None)[1])
+    conv._LOOP_MIN_ROWS = 0
+    loop = jax.jit(lambda x, w, dy, p=pads: conv._weight_gradient(x, w, dy, (1, 1), p, None))
+    # pylint: enable=protected-access
     xla_s, loop_s = (model_step.median_seconds(lambda f=f: f(x, w, dy), FLAGS.repeats)
                      for f in (xla, loop))
     conv._LOOP_MIN_ROWS = default_rows   # pylint: disable=protected-access
