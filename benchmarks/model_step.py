@@ -64,6 +64,13 @@ flags.DEFINE_string("one", None, "internal: [model,]width,size,K for a single ch
 FLAGS = flags.FLAGS
 
 
+def configuration(spec: str) -> tuple[str, float, int, int]:
+  """(model, width, size, K) of a "[model,]width,size,K" spec (model defaults to rednet_v1)."""
+  fields = spec.split(",")
+  name, width, size, k = fields if len(fields) == 4 else ["rednet_v1"] + fields
+  return name, float(width), int(size), int(k)
+
+
 def model_and_loss(name: str, width: float, k: int, unroll: int, dtype: str
                    ) -> tuple[dict, dict]:
   """(model config, loss fields) of `name`'s video stage at this width and K."""
@@ -197,9 +204,7 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
 def main(argv):
   del argv
   if FLAGS.one:
-    fields = FLAGS.one.split(",")
-    name, width, size, k = fields if len(fields) == 4 else ["rednet_v1"] + fields
-    print("RESULT " + json.dumps(measure(name, float(width), int(size), int(k))))
+    print("RESULT " + json.dumps(measure(*configuration(FLAGS.one))))
     return
   unknown = sorted(set(FLAGS.models) - set(MODELS))
   if unknown:

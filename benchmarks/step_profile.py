@@ -115,10 +115,8 @@ def main(argv):
   if jax.default_backend() != "cpu":
     sys.exit("step_profile.py splits XLA:CPU thunk traces; on accelerators trace the step with "
              "--config.profile_steps and open it in xprof")
-  fields = (FLAGS.one or "0.25,64,2").split(",")
-  name, width, size, k = fields if len(fields) == 4 else ["rednet_v1"] + fields
-  k = int(k)
-  setup = model_step.build(name, float(width), int(size), k, k if FLAGS.unroll == "full" else 1)
+  name, width, size, k = model_step.configuration(FLAGS.one or "0.25,64,2")
+  setup = model_step.build(name, width, size, k, k if FLAGS.unroll == "full" else 1)
   step = setup.train_step.lower(setup.state, setup.batch, setup.rng_key).compile()
   index = hlo_index(step.as_text())
   state = setup.state

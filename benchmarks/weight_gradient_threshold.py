@@ -64,10 +64,8 @@ def main(argv):
           f"{loop_s * 1e3:.0f} |", flush=True)
 
   if FLAGS.step:
-    fields = FLAGS.step.split(",")
-    name, width, size, k = fields if len(fields) == 4 else ["rednet_v1"] + fields
-    setup = model_step.build(name, float(width), int(size), int(k),
-                             int(k) if FLAGS.unroll == "full" else 1)
+    name, width, size, k = model_step.configuration(FLAGS.step)
+    setup = model_step.build(name, width, size, k, k if FLAGS.unroll == "full" else 1)
     times = {rows: [] for rows in FLAGS.step_rows}
     for _ in range(FLAGS.rounds):
       for rows in FLAGS.step_rows:

@@ -109,15 +109,15 @@ def _weight_gradient(x, w, dy, strides, pads, precision):
   per image, output (h, w) sits at flat row h Wp + w and its input (h + i, w + j) at that row
   plus i Wp + j, so each kernel tap is a contiguous row slice.
 
-  Large maps (at least _LOOP_MIN_ROWS flat rows per image): a loop over chunks of rows builds
-  the (N, R, kh kw Ci) patches of one chunk and accumulates their product with dy per image,
-  summing the images after the loop: the loop holds no sum over the batch, which may be
-  sharded, because a cross-device reduction inside a loop deadlocked XLA:CPU's multi-device
-  runtime. A chunk has at least Co rows, so that rewriting the accumulators costs no more than building the patches
-  (DRR's 64 x 64 x 512 -> 512 layer at batch 16: 8-row chunks took 23 s, Co-row ones 4.0 s,
-  XLA's own 29-33 s). Smaller maps (below 48 x 48, the deep layers): XLA's own weight
-  gradient, which XLA:CPU repairs outside loops and runs faster there (one GEMM over all the
-  patches instead made RED-Net's 128 px step slower, 18.6 s, and doubled its memory)."""
+  Large maps (at least _LOOP_MIN_ROWS flat rows per image): a loop over chunks of rows builds the
+  (N, R, kh kw Ci) patches of one chunk and accumulates their product with dy per image, summing the
+  images after the loop: the loop holds no sum over the batch, which may be sharded, because a
+  cross-device reduction inside a loop deadlocked XLA:CPU's multi-device runtime. A chunk has at
+  least Co rows, so that rewriting the accumulators costs no more than building the patches (DRR's
+  64 x 64 x 512 -> 512 layer at batch 16: 8-row chunks took 23 s, Co-row ones 4.0 s, XLA's own 29-33
+  s). Smaller maps (below 48 x 48, the deep layers): XLA's own weight gradient, which XLA:CPU
+  repairs outside loops and runs faster there (one GEMM over all the patches instead made RED-Net's
+  128 px step slower, 18.6 s, and doubled its memory)."""
   kh, kw, ci, co = w.shape
   n = x.shape[0]
   (plh, phh), (plw, phw) = pads
