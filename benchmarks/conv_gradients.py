@@ -37,6 +37,7 @@ def main(argv):
   import numpy as np
   from jax import lax
   from rednet_jax.models import conv
+  options = conv.cpu_compiler_options(jax.default_backend())   # as the project's programs
 
   numbers = ("NHWC", "HWIO", "NHWC")
 
@@ -55,7 +56,7 @@ def main(argv):
         return (conv_fn(x, w) ** 2).sum()
       # Two iterations of a rolled loop, the same input: the loop is what matters.
       return lax.scan(lambda c, _: (c, (conv_fn(c, w) ** 2).sum()), x, None, length=2)[1].sum()
-    return jax.jit(jax.grad(loss, argnums=(0, 1)))
+    return jax.jit(jax.grad(loss, argnums=(0, 1)), compiler_options=options)
 
   xla_conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                                    dimension_numbers=numbers)
@@ -78,7 +79,7 @@ def main(argv):
     # Gradients are 2 products (dx, dw) plus the forward one inside the loss.
     cell = lambda seconds, products: f"{seconds * 1e3:.1f} ({products * gflop / seconds:.0f})"
     row = [f"{FLAGS.frames} x {side} x {side} x {ci} -> {co}", f"{gflop:.2f}",
-           cell(timed(jax.jit(xla_conv), x, w), 1), cell(timed(gradients(xla_conv, False), x, w), 3)]
+           cell(timed(jax.jit(xla_conv, compiler_options=options), x, w), 1), cell(timed(gradients(xla_conv, False), x, w), 3)]
     default_bytes = conv._PATCH_BYTES   # pylint: disable=protected-access
     for kib in FLAGS.patch_kib:
       conv._PATCH_BYTES = int(kib) * 1024   # pylint: disable=protected-access

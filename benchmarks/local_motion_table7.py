@@ -13,6 +13,7 @@ model's loss) at the paper's batch: 8 single frames (2D), 8 or 4 windows of 3 fr
 3D temporal variants); its samples/s sets the CPU presets' step counts.
 """
 
+import functools
 import statistics
 import sys
 import time
@@ -39,7 +40,7 @@ def measure(variant: str) -> dict:
   import jax.numpy as jnp
   import numpy as np
   import optax
-  from rednet_jax.models import build_model
+  from rednet_jax.models import build_model, conv
   from rednet_jax.models.local_motion import VARIANTS
   from rednet_jax.models.system import parameter_count
   from rednet_jax.training.train_step import TrainState, make_train_step
@@ -56,7 +57,7 @@ def measure(variant: str) -> dict:
                                    jnp.zeros((1, window, n_points, 2)))
   inference = build_model({**fields, **model.inference_overrides})
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=conv.cpu_compiler_options(jax.default_backend()))
   def track_one(variables, image, carry):
     out = inference.apply(variables, inference.normalise(image), mean_shape[None, None], carry)
     return out["points"][-1, :, 0], out["carry"]

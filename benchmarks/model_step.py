@@ -49,6 +49,8 @@ flags.DEFINE_enum("unroll", "full", ["full", "rolled"], "nn.scan unroll over K")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "activation dtype")
 flags.DEFINE_bool("cpu_conv_gradients", True, "CPU: models/conv.py's convolution gradients "
                   "(False: XLA's own); no effect on accelerators")
+flags.DEFINE_bool("cpu_ynn_fusions", False, "CPU: compile with XLA's default YNNPACK fusions "
+                  "(False: the project's setting, XLA's own kernels; models/conv.py)")
 # The shipped model's training setting differs from the defaults (rednet_v1 only):
 # --clips=4 --lstm_hidden=128 --temporal_residual --bn_momentum=0.9 --z0=prediction.
 flags.DEFINE_integer("clips", 1, "clips per batch")
@@ -121,7 +123,7 @@ def build(name: str, width: float, size: int, k: int, unroll: int) -> types.Simp
                            axis_types=(jax.sharding.AxisType.Auto,))
   make_step = lambda m, cpu_conv_gradients: make_train_step(
       m, tx, schedule, mean_shape, mesh, loss_fields=loss_fields, init_from=FLAGS.z0,
-      cpu_conv_gradients=cpu_conv_gradients)
+      cpu_conv_gradients=cpu_conv_gradients, cpu_ynn_fusions=FLAGS.cpu_ynn_fusions)
   return types.SimpleNamespace(
       model=model, batch=batch, frames=frames, init_points=init_points, variables=variables,
       state=state, rng_key=jax.random.key(1), make_step=make_step,
@@ -142,7 +144,7 @@ def median_seconds(fn, repeats: int) -> float:
 def measure(name: str, width: float, size: int, k: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np
-  from rednet_jax.models import build_model
+  from rednet_jax.models import build_model, conv
   from rednet_jax.models.system import parameter_count
 
   t, clips = FLAGS.frames, FLAGS.clips
@@ -162,7 +164,8 @@ def measure(name: str, width: float, size: int, k: int) -> dict:
   compile_train = time.perf_counter() - t0
   log(f"train step compiled in {compile_train:.1f}s")
   t0 = time.perf_counter()
-  fwd = jax.jit(forward).lower(variables, frames).compile()
+  options = conv.cpu_compiler_options(jax.default_backend(), FLAGS.cpu_ynn_fusions)
+  fwd = jax.jit(forward, compiler_options=options).lower(variables, frames).compile()
   compile_fwd = time.perf_counter() - t0
   # FLOPs of the arithmetic: XLA's cost analysis of the lowered (not compiled) step, unrolled
   # and with XLA's own gradients, since the analysis counts a loop's body once (a rolled scan;
@@ -217,7 +220,8 @@ def main(argv):
           cmd = [sys.executable, os.path.abspath(__file__), f"--one={name},{width},{size},{k}",
                  f"--frames={FLAGS.frames}", f"--repeats={FLAGS.repeats}",
                  f"--unroll={FLAGS.unroll}", f"--dtype={FLAGS.dtype}",
-                 f"--cpu_conv_gradients={FLAGS.cpu_conv_gradients}", f"--clips={clips}",
+                 f"--cpu_conv_gradients={FLAGS.cpu_conv_gradients}",
+                 f"--cpu_ynn_fusions={FLAGS.cpu_ynn_fusions}", f"--clips={clips}",
                  f"--lstm_hidden={FLAGS.lstm_hidden}",
                  f"--temporal_residual={FLAGS.temporal_residual}",
                  f"--bn_momentum={FLAGS.bn_momentum}", f"--dropout={FLAGS.dropout}",
@@ -230,7 +234,8 @@ def main(argv):
           print(f"done {name} {width} {size} {k}", file=sys.stderr, flush=True)
   print(f"\nVideo stage, T={FLAGS.frames}, batch {clips} clip(s), z_0 {FLAGS.z0}, "
         f"unroll={FLAGS.unroll}, {FLAGS.dtype}, "
-        f"cpu_conv_gradients={FLAGS.cpu_conv_gradients}, device {rows[0]['device']}, medians "
+        f"cpu_conv_gradients={FLAGS.cpu_conv_gradients}, "
+        f"cpu_ynn_fusions={FLAGS.cpu_ynn_fusions}, device {rows[0]['device']}, medians "
         f"of {FLAGS.repeats}; GFLOP/s = XLA's FLOP count / time\n")
   print("| model | width | size | K | params (M) | params (MB) | forward (s) | forward GFLOP/s "
         "| train step (s) | train GFLOP/s | compile train (s) | compile fwd (s) | XLA peak (MB) "

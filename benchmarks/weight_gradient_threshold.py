@@ -36,6 +36,7 @@ def main(argv):
   import jax.numpy as jnp
   import numpy as np
   from rednet_jax.models import conv
+  options = conv.cpu_compiler_options(jax.default_backend())   # as the project's programs
 
   default_rows = conv._LOOP_MIN_ROWS   # pylint: disable=protected-access
   rng = np.random.default_rng(0)
@@ -52,9 +53,11 @@ def main(argv):
     w = jnp.asarray(rng.normal(size=(k, k, ci, co)), jnp.float32)
     dy = jnp.asarray(rng.normal(size=(n, out, out, co)), jnp.float32)
     # pylint: disable=protected-access
-    xla = jax.jit(lambda x, w, dy, p=pads: conv._xla_gradients(x, w, dy, (1, 1), p, None)[1])
+    xla = jax.jit(lambda x, w, dy, p=pads: conv._xla_gradients(x, w, dy, (1, 1), p, None)[1],
+                  compiler_options=options)
     conv._LOOP_MIN_ROWS = 0
-    loop = jax.jit(lambda x, w, dy, p=pads: conv._weight_gradient(x, w, dy, (1, 1), p, None))
+    loop = jax.jit(lambda x, w, dy, p=pads: conv._weight_gradient(x, w, dy, (1, 1), p, None),
+                   compiler_options=options)
     # pylint: enable=protected-access
     xla_s, loop_s = (model_step.median_seconds(lambda f=f: f(x, w, dy), FLAGS.repeats)
                      for f in (xla, loop))

@@ -80,6 +80,25 @@ def test_maps_from_48_by_48_take_the_loop_by_default(monkeypatch):
   assert "while" not in lowered(40) and "while" in lowered(48)
 
 
+def test_cpu_compiler_options_replace_ynnpack_fusions_with_xlas_kernels():
+  """The project compiles its CPU programs with `cpu_compiler_options('cpu')`: the option exists
+  in this XLA and takes the convolution and the dot out of YNNPACK fusions; the same values.
+  Other platforms get no options, and `ynn_fusions=True` gives XLA's default."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 16, 16, 8)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 8, 8)), jnp.float32)
+  f = lambda x, w: jnp.tanh(_xla(x, w, (1, 1), "SAME")).reshape(2, -1) @ jnp.ones((2048, 4))
+  assert conv.cpu_compiler_options("gpu") == conv.cpu_compiler_options("cpu", True) == {}
+  results, texts = [], []
+  for options in (conv.cpu_compiler_options("cpu"), conv.cpu_compiler_options("cpu", True)):
+    compiled = jax.jit(f, compiler_options=options).lower(x, w).compile()
+    texts.append(compiled.as_text())
+    results.append(compiled(x, w))
+  assert "ynn_fusion" not in texts[0] and " convolution(" in texts[0] and " dot(" in texts[0]
+  assert "ynn_fusion" in texts[1]
+  np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-4)
+
+
 def test_gradient_inside_a_rolled_scan():
   """Convolutions inside loops: the case XLA:CPU runs slowest; same values."""
   rng = np.random.default_rng(1)

@@ -54,7 +54,8 @@ SYSTEMS = {
 
 
 def setup(num_devices, weight_decay=0.0, state_sharding="replicated", init_from="ground_truth",
-          system="rednet_v1", cpu_conv_gradients=True, **model_overrides):
+          system="rednet_v1", cpu_conv_gradients=True, cpu_ynn_fusions=False,
+          **model_overrides):
   model_config, loss_fields, _, _, t = SYSTEMS[system]
   model = build_model({**model_config, **model_overrides})
   mesh = Mesh(np.array(jax.devices()[:num_devices]), ("data",),
@@ -72,7 +73,7 @@ def setup(num_devices, weight_decay=0.0, state_sharding="replicated", init_from=
   state = jax.device_put(state, shardings)
   step = make_train_step(model, tx, schedule, mean_shape, mesh, loss_fields=loss_fields,
                          state_sharding=shardings, init_from=init_from,
-                         cpu_conv_gradients=cpu_conv_gradients)
+                         cpu_conv_gradients=cpu_conv_gradients, cpu_ynn_fusions=cpu_ynn_fusions)
   return step, state, batch
 
 
@@ -134,9 +135,14 @@ def test_cpu_conv_gradients_give_xlas_step(system):
   """models/conv.py's CPU gradients (the default) and XLA's own: one step moves every leaf the
   same way, up to float summation order (1 % of the leaf's update). RED-Net v2 has no
   convolution kind v1 lacks (3x3 and 1x1); local motion brings the 3D and transposed forms,
-  ConvLSTM and strides, DRR 7x7 / stride 2 and the deconvolution's parity convolutions."""
+  ConvLSTM and strides, DRR 7x7 / stride 2 and the deconvolution's parity convolutions. The
+  step is compiled without XLA:CPU's YNNPACK fusions (`cpu_ynn_fusions=False`, the default;
+  test_conv.py checks that the option removes them)."""
   (step_ours, state, batch), (step_xla, _, _) = (
       setup(1, system=system, cpu_conv_gradients=flag) for flag in (True, False))
+  if system == "rednet_v1":
+    compiled = step_ours.lower(state, batch, jax.random.key(0)).compile().as_text()
+    assert " convolution(" in compiled and "ynn_fusion" not in compiled
   before = jax.device_get((state.params, state.batch_stats))
   ours, m_ours = step_ours(jax.tree.map(jnp.copy, state), batch, jax.random.key(0))
   xla, m_xla = step_xla(state, batch, jax.random.key(0))

@@ -17,11 +17,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from rednet_jax.evaluation import metrics
+from rednet_jax.models import conv
 from rednet_jax.models.system import System, track_clip
 
 
 def make_eval_step(model: System, mean_shape: np.ndarray, mesh: Mesh,
-                   data_axis: str = "data"):
+                   data_axis: str = "data", cpu_ynn_fusions: bool = False):
   """Returns jitted `eval_step(variables, batch) -> {'errors' (B, T), 'step_errors'
   (K + 1, B, T), 'valid' (B,), 'points' (K, B, T, L, 2), 'init_points' (B, T, L, 2)}` for the
   global batch (`track_clip`): the inter-ocular error of the last step per frame, of z_0 and
@@ -43,7 +44,9 @@ def make_eval_step(model: System, mean_shape: np.ndarray, mesh: Mesh,
 
   # Outputs are gathered to every process (small), so any host can summarise and draw.
   replicated, by_batch = NamedSharding(mesh, P()), NamedSharding(mesh, P(data_axis))
-  return jax.jit(eval_step, in_shardings=(replicated, by_batch), out_shardings=replicated)
+  return jax.jit(eval_step, in_shardings=(replicated, by_batch), out_shardings=replicated,
+                 compiler_options=conv.cpu_compiler_options(mesh.devices.flat[0].platform,
+                                                            cpu_ynn_fusions))
 
 
 def evaluate(eval_step, variables: Any, batches: Iterable[dict], to_global) -> tuple[dict, dict]:

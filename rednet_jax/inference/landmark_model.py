@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 from data_pipelines.face_crops import crop_matrix, face_box, transform_points
 from rednet_jax.training import checkpoints
 from rednet_jax.inference.detection import Face, FaceDetector
-from rednet_jax.models import MODELS, build_model
+from rednet_jax.models import MODELS, build_model, conv
 from rednet_jax.inference.stabiliser import OneEuroFilter
 
 MODEL_FILE, VARIABLES_DIR = "model.json", "variables"
@@ -208,7 +208,8 @@ class LandmarkModel:
 
     # One compiled function per batch shape and `maps`; tracking (maps=False) leaves the
     # response images out of the computation.
-    self._apply = jax.jit(apply, static_argnames="maps")
+    self._apply = jax.jit(apply, static_argnames="maps",
+                          compiler_options=conv.cpu_compiler_options(jax.default_backend()))
 
   def initial_carry(self, batch_size: int = 1):
     return self.module.initial_carry(batch_size)

@@ -22,6 +22,9 @@ backward pass is XLA's own (`lax.platform_dependent`), where cuDNN and the TPU a
 Use: `Conv(...)` is `nn.Conv` with this function (same parameters and names). Tracing a training
 step inside `xla_conv_gradients()` gives XLA's gradient on every platform (the config's
 `cpu_conv_gradients=False`, for comparisons).
+
+`cpu_compiler_options` is the other half of the CPU path: the options every program the project
+compiles for CPU is jitted with (train and eval steps, `LandmarkModel`, the benchmarks).
 """
 
 from __future__ import annotations
@@ -50,6 +53,20 @@ def xla_conv_gradients():
     yield
   finally:
     _use_canonical_on_cpu = previous
+
+
+# XLA:CPU's default runs convolutions, dots and some reductions as YNNPACK fusions; with the
+# fusion list empty it runs them as its Eigen kernels and loop fusions, faster at this project's
+# sizes (RED-Net v1 width 0.25, 64 px: forward -40 %, train step -7 %; width 1.0, 128 px:
+# forward -11 %, train step equal; docs/engineering_notes.md).
+_NO_YNN_FUSIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def cpu_compiler_options(platform: str, ynn_fusions: bool = False) -> dict[str, str]:
+  """`compiler_options` for `jax.jit` of a program that runs on `platform` ('cpu', 'gpu',
+  'tpu'): on CPU, XLA's own kernels instead of YNNPACK fusions unless `ynn_fusions` (the
+  configs' `cpu_ynn_fusions`: XLA's default, for comparisons); elsewhere nothing."""
+  return dict(_NO_YNN_FUSIONS) if platform == "cpu" and not ynn_fusions else {}
 
 
 def _pads(padding, in_spatial, kernel_spatial, strides) -> tuple[tuple[int, int], ...]:

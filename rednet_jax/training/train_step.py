@@ -111,7 +111,8 @@ def make_train_step(model: System, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mean_shape: np.ndarray, mesh: Mesh, *,
                     loss_fields: dict[str, Any] | None = None, data_axis: str = "data",
                     state_sharding: Any = None,
-                    init_from: str = "ground_truth", cpu_conv_gradients: bool = True):
+                    init_from: str = "ground_truth", cpu_conv_gradients: bool = True,
+                    cpu_ynn_fusions: bool = False):
   """Returns jitted `train_step(state, batch, rng) -> (state, metrics)` for any `System`:
   the loss is `model.loss(..., **loss_fields)` (the stage config's `loss` fields).
 
@@ -123,7 +124,8 @@ def make_train_step(model: System, tx: optax.GradientTransformation,
   `state_sharding` (a tree of shardings matching the state, see `shard_state`) says otherwise.
   Clips with valid False add nothing to the losses, but their frames still enter the BN batch
   statistics (the loaders fill them with zeros). `cpu_conv_gradients=False` traces the step
-  with XLA's own convolution gradients on CPU too (`models.conv`).
+  with XLA's own convolution gradients on CPU too, `cpu_ynn_fusions=True` compiles it with
+  XLA:CPU's default YNNPACK fusions (`models.conv.cpu_compiler_options`).
   """
   if init_from not in ("ground_truth", "prediction"):
     raise ValueError(f"init_from must be 'ground_truth' or 'prediction', got {init_from!r}")
@@ -170,7 +172,9 @@ def make_train_step(model: System, tx: optax.GradientTransformation,
       with conv.xla_conv_gradients():
         return train_step(*args)
   return jax.jit(step, in_shardings=(state_sharding, by_batch, replicated),
-                 out_shardings=(state_sharding, replicated), donate_argnums=0)
+                 out_shardings=(state_sharding, replicated), donate_argnums=0,
+                 compiler_options=conv.cpu_compiler_options(mesh.devices.flat[0].platform,
+                                                            cpu_ynn_fusions))
 
 
 def shard_state(state: Any, mesh: Mesh, mode: str, data_axis: str = "data") -> Any:

@@ -341,8 +341,10 @@ def _train_stage(config, workdir: str, stage_dir: str, final_path: str, field_pr
   train_step = make_train_step(model, tx, schedule, data.mean_shape, mesh,
                                loss_fields=config.loss.to_dict(), data_axis=DATA_AXIS,
                                state_sharding=state_sharding, init_from=config.z0_in_training,
-                               cpu_conv_gradients=config.cpu_conv_gradients)
-  eval_step = held_out.make_eval_step(model, data.mean_shape, mesh, DATA_AXIS)
+                               cpu_conv_gradients=config.cpu_conv_gradients,
+                               cpu_ynn_fusions=config.cpu_ynn_fusions)
+  eval_step = held_out.make_eval_step(model, data.mean_shape, mesh, DATA_AXIS,
+                                      config.cpu_ynn_fusions)
   by_batch = NamedSharding(mesh, P(DATA_AXIS))
 
   def to_global(batch):
