@@ -24,6 +24,11 @@ is put in one row by its HLO metadata:
 
 Times are summed over the runtime's threads (so the "thread ms" column can exceed the wall
 time), per step. Keep --trace_dir to open the trace in xprof / TensorBoard.
+
+The step profiled is compiled with XLA:CPU's YNNPACK fusions (--cpu_ynn_fusions defaults to
+True here, unlike the project's programs): XLA's Eigen convolutions, which the project uses,
+run asynchronously on the thread pool, outside the operation events the trace records, so with
+--cpu_ynn_fusions=false most convolution time is missing from the tables.
 """
 
 import collections
@@ -43,6 +48,7 @@ flags.DEFINE_integer("profiled_steps", 3, "train steps traced")
 flags.DEFINE_integer("rows", 12, "rows of the per-layer and per-operation tables")
 flags.DEFINE_string("trace_dir", None, "where to write the trace (default: a temporary folder)")
 FLAGS = flags.FLAGS
+FLAGS.set_default("cpu_ynn_fusions", True)   # see the docstring
 
 
 def hlo_index(hlo_text: str) -> dict[str, tuple[str, bool]]:
@@ -151,7 +157,8 @@ def main(argv):
     by_op[(instruction, kind, op_name)] += ms / FLAGS.profiled_steps
   total = sum(by_category.values())
   print(f"\n{name} width {width}, {size} px, K {k}, T {FLAGS.frames}, {FLAGS.clips} clip(s), "
-        f"unroll={FLAGS.unroll}, cpu_conv_gradients={FLAGS.cpu_conv_gradients}: wall "
+        f"unroll={FLAGS.unroll}, cpu_conv_gradients={FLAGS.cpu_conv_gradients}, "
+        f"cpu_ynn_fusions={FLAGS.cpu_ynn_fusions}: wall "
         f"{statistics.median(walls) * 1e3:.0f} ms per step (median of {FLAGS.profiled_steps}), "
         f"{total:.0f} thread ms per step in XLA operations; trace in {trace_dir}\n")
   print("| work | thread ms per step | share |")
