@@ -79,7 +79,8 @@ def main(argv):
     # Gradients are 2 products (dx, dw) plus the forward one inside the loss.
     cell = lambda seconds, products: f"{seconds * 1e3:.1f} ({products * gflop / seconds:.0f})"
     row = [f"{FLAGS.frames} x {side} x {side} x {ci} -> {co}", f"{gflop:.2f}",
-           cell(timed(jax.jit(xla_conv, compiler_options=options), x, w), 1), cell(timed(gradients(xla_conv, False), x, w), 3)]
+           cell(timed(jax.jit(xla_conv, compiler_options=options), x, w), 1),
+           cell(timed(gradients(xla_conv, False), x, w), 3)]
     default_bytes = conv._PATCH_BYTES   # pylint: disable=protected-access
     for kib in FLAGS.patch_kib:
       conv._PATCH_BYTES = int(kib) * 1024   # pylint: disable=protected-access
