@@ -36,13 +36,15 @@ def main(argv):
   import jax.numpy as jnp
   import numpy as np
   from rednet_jax.models import conv
-  options = conv.cpu_compiler_options(jax.default_backend())   # as the project's programs
+  # As the whole steps (model_step's --cpu_ynn_fusions): the project's setting by default.
+  options = conv.cpu_compiler_options(jax.default_backend(), FLAGS.cpu_ynn_fusions)
 
   default_rows = conv._LOOP_MIN_ROWS   # pylint: disable=protected-access
   rng = np.random.default_rng(0)
   if FLAGS.layers:
     print(f"\nweight gradient alone, {jax.devices()[0].device_kind}, medians of "
-          f"{FLAGS.repeats}; threshold now {default_rows} rows\n")
+          f"{FLAGS.repeats}; threshold now {default_rows} rows; "
+          f"cpu_ynn_fusions={FLAGS.cpu_ynn_fusions}\n")
     print("| layer (N x H x W x Ci -> Co) | rows per image | XLA's (ms) | loop (ms) |")
     print("| --- | --- | --- | --- |")
   for layer in FLAGS.layers:
