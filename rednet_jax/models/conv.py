@@ -114,7 +114,10 @@ _PATCH_BYTES = 2 ** 21
 # up (weight gradient alone, XLA's against the loop: 10 x 48 x 48 x 256 -> 256 0.33 / 0.29 s,
 # 16 x 64 x 64 x 512 -> 512 5.9 / 2.5 s, 10 x 128 x 128 x 64 -> 64 0.33 / 0.16 s). On 40 x 40
 # maps and below XLA's own is faster (10 x 40 x 40 x 256: 0.18 / 0.22 s; 16 x 32 x 32 x 512:
-# 0.68 / 0.87 s), and RED-Net's width-1.0 step is 8 % faster with its 32 x 32 layers there:
+# 0.68 / 0.87 s), and RED-Net's width-1.0 step is 8 % faster with its 32 x 32 layers there.
+# Those figures are with XLA's YNNPACK fusions; without them (`cpu_compiler_options`) XLA's own
+# wins outside loops on every map size, yet whole steps gain only ~3 % from it, while inside
+# loops the loop is ~26x faster and a convolution cannot tell which case it is traced in:
 # docs/engineering_notes.md.
 _LOOP_MIN_ROWS = 2048
 
