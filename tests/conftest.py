@@ -4,6 +4,7 @@ and one compilation cache for the session and its pytest-xdist workers (tests an
 subprocesses they start compile the same small programs again and again)."""
 
 import os
+import shutil
 import tempfile
 
 # Must happen before JAX initialises its backends. The optimisation level changes how the
@@ -15,8 +16,19 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=4"
                            + " --xla_backend_optimization_level=1").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      tempfile.mkdtemp(prefix="rednet_jax_test_compile_cache_"))
+# Made by the process that starts the session (pytest-xdist workers and training subprocesses
+# inherit the variable) and removed when that session ends: ~50 MB per run otherwise stays in
+# the temporary folder.
+_OWN_CACHE_DIR = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _OWN_CACHE_DIR = tempfile.mkdtemp(prefix="rednet_jax_test_compile_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE_DIR
+
+
+def pytest_unconfigure(config):
+  del config
+  if _OWN_CACHE_DIR:
+    shutil.rmtree(_OWN_CACHE_DIR, ignore_errors=True)
 
 
 def one_device_environment() -> dict[str, str]:
