@@ -230,7 +230,7 @@ def test_gradients_reach_every_parameter_and_the_loss_has_both_terms():
                       mutable=["batch_stats"])[0]
     total, terms = model.loss(out, batch, None)
     return total, terms
-  grads, terms = jax.grad(loss, has_aux=True)(variables["params"])
+  grads, terms = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
   dead = [jax.tree_util.keystr(p) for p, g in jax.tree_util.tree_leaves_with_path(grads)
           if not np.any(np.asarray(g))]
   assert not dead, dead

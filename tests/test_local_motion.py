@@ -97,7 +97,9 @@ def test_temporal_receptive_field_is_the_window(name, window):
   frames, points = clip(t=5)
   variables = with_random_bn_statistics(model.init_variables(frames, points))
   key = "coordinates" if model.output == "coordinates" else "heatmaps"
-  grad = jax.grad(lambda f: model.apply(variables, f, points)[key][:, 3].sum())(frames)
+  # Jitted: op by op, XLA compiled ~280 small programs (8-13 s against 2-4 s).
+  grad = jax.jit(jax.grad(lambda f: model.apply(variables, f, points)[key][:, 3].sum()))(
+      frames)
   reached = tuple(int(t) for t in np.flatnonzero(np.abs(np.asarray(grad)).sum((0, 2, 3, 4))))
   assert reached == window
 
@@ -139,8 +141,8 @@ def test_the_3d_model_contains_the_2d_model():
     return p3
   v3 = {"params": embed(v3["params"], v2["params"]), "batch_stats": v2["batch_stats"]}
   frames, points = clip(t=4, seed=3)
-  np.testing.assert_allclose(three_d.apply(v3, frames, points)["points"],
-                             two_d.apply(v2, frames, points)["points"], atol=1e-3)
+  np.testing.assert_allclose(jax.jit(three_d.apply)(v3, frames, points)["points"],
+                             jax.jit(two_d.apply)(v2, frames, points)["points"], atol=1e-3)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -213,8 +215,8 @@ def test_the_rewritten_convolutions_are_flax_convolutions(layer):
         _depth_to_space_transpose(x, variables["params"]["kernel"]) + variables["params"]["bias"],
         reference.apply(variables, x), atol=1e-5)
   loss = lambda module: lambda v, x: (module.apply(v, x) ** 2).sum()
-  for a, b in zip(jax.tree.leaves(jax.grad(loss(ours), (0, 1))(variables, x)),
-                  jax.tree.leaves(jax.grad(loss(reference), (0, 1))(variables, x))):
+  for a, b in zip(jax.tree.leaves(jax.jit(jax.grad(loss(ours), (0, 1)))(variables, x)),
+                  jax.tree.leaves(jax.jit(jax.grad(loss(reference), (0, 1)))(variables, x))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 

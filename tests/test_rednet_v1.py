@@ -135,10 +135,11 @@ def test_feedback_of_step_k_is_the_label_map_of_step_k_minus_1_points():
                "batch_stats": jax.tree.map(lambda a: a[1], variables["batch_stats"]["spatial"])}
   out = jax.jit(model.apply)(variables, frames, init)
   # Re-running step 2 from step 1's points reproduces step 2's logits; from z_0 it does not.
-  (_, (logits2, _, _)) = step.apply(step_vars, (out["points"][0], None),
+  apply_step = jax.jit(step.apply)      # op by op: ~220 small XLA programs (~7 s)
+  (_, (logits2, _, _)) = apply_step(step_vars, (out["points"][0], None),
                                     (jnp.int32(5), zero_lstm_carry((0,), 0)), frames)
   np.testing.assert_allclose(logits2, out["logits"][1], rtol=1e-4, atol=1e-4)
-  (_, (wrong, _, _)) = step.apply(step_vars, (init, None),
+  (_, (wrong, _, _)) = apply_step(step_vars, (init, None),
                                   (jnp.int32(5), zero_lstm_carry((0,), 0)), frames)
   assert np.abs(np.asarray(wrong) - np.asarray(out["logits"][1])).max() > 1e-3
   # The map fed to step 2 has squares of side 5 around step 1's rounded points.
@@ -300,14 +301,14 @@ def test_residual_temporal_module_starts_as_the_model_without_it():
   frames, init = clip_batch()
   before = small_model()
   variables = calibrate_batch_stats(before, init_variables(before))
-  expected = before.apply(variables, frames, init)["logits"]
+  expected = jax.jit(before.apply)(variables, frames, init)["logits"]
   for residual in (True, False):
     after = small_model(use_temporal=True, temporal_residual=residual)
     fresh = after.init_variables(frames, init, seed=1)
     merged = {col: flax.traverse_util.unflatten_dict({
         **flax.traverse_util.flatten_dict(fresh[col]),
         **flax.traverse_util.flatten_dict(variables[col])}) for col in ("params", "batch_stats")}
-    logits = after.apply(merged, frames, init)["logits"]
+    logits = jax.jit(after.apply)(merged, frames, init)["logits"]
     if residual:
       np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
     else:
