@@ -57,6 +57,26 @@ def test_gradients_equal_xla(x_shape, w_shape, strides, padding, patch_bytes, mo
                 (x.astype(jnp.float64), w.astype(jnp.float64)), order=1, modes=("rev",))
 
 
+@pytest.mark.parametrize("x_shape,w_shape,strides,padding", [CASES[0], CASES[4]])
+def test_bfloat16_gradients_match_xlas(x_shape, w_shape, strides, padding):
+  """bfloat16 inputs (model.dtype='bfloat16'): ours sum in float32 and round once, XLA's
+  convolutions work in bfloat16; both are within bfloat16 rounding of the float32 gradient
+  (measured: 0.3-0.4 % of its largest entry)."""
+  rng = np.random.default_rng(0)
+  x, w = (jnp.asarray(rng.normal(size=shape), jnp.float32) for shape in (x_shape, w_shape))
+  dy = jnp.asarray(rng.normal(size=_xla(x, w, strides, padding).shape), jnp.float32)
+  grads = {}
+  for name, fn, dtype in (("ours", _ours, jnp.bfloat16), ("xla", _xla, jnp.bfloat16),
+                          ("float32", _xla, jnp.float32)):
+    vjp = jax.vjp(lambda a, b: fn(a, b, strides, padding), x.astype(dtype), w.astype(dtype))[1]
+    grads[name] = jax.jit(vjp)(dy.astype(dtype))
+  for ours, xla, exact in zip(grads["ours"], grads["xla"], grads["float32"]):
+    assert ours.dtype == jnp.bfloat16
+    scale = float(jnp.abs(exact).max())
+    for g in (ours, xla):
+      np.testing.assert_allclose(np.asarray(g, np.float32), exact, atol=0.01 * scale)
+
+
 def test_the_cpu_gradient_is_gemms_and_the_switch_restores_xlas():
   """On CPU the weight gradient is a dot inside a loop and no convolution takes the kernel's
   place; under `xla_conv_gradients()` the gradient is XLA's (no dot)."""
