@@ -82,8 +82,9 @@ def _step(num_devices, weight_decay, state_sharding, init_from, system, cpu_conv
   variables = real_init(model, batch["image"].shape)
   tx, schedule = make_optimizer(decay_every_steps=2, weight_decay=weight_decay)
   shardings = shard_state(TrainState(jnp.zeros((), jnp.int32), variables["params"],
-                                     variables["batch_stats"], tx.init(variables["params"])),
-                          mesh, state_sharding)
+                                     variables["batch_stats"],
+                                     jax.eval_shape(tx.init, variables["params"])),
+                          mesh, state_sharding)   # from shapes: setup() makes the state
   step = make_train_step(model, tx, schedule, mean_shape, mesh, loss_fields=loss_fields,
                          state_sharding=shardings, init_from=init_from,
                          cpu_conv_gradients=cpu_conv_gradients, cpu_ynn_fusions=cpu_ynn_fusions)
